@@ -1,0 +1,69 @@
+# Ferry's two commands: `make run` and `make test`. Everything else here
+# serves them. Both install the Debian packages that are missing first.
+
+BUILD      ?= build
+BUILD_SAN  ?= build-asan
+PYTHON     ?= /usr/bin/python3
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+
+DEB_PACKAGES := cmake make gcc pkg-config \
+	libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev \
+	libssl-dev libcmocka-dev python3 python3-pytest
+
+.PHONY: all deps build build-asan run test test-unit test-blackbox \
+	test-asan clean help
+
+all: build
+
+help:
+	@echo "make run    install missing packages, build, start Ferry (embedded default config)"
+	@echo "make test   install missing packages, build, run every test (plain and ASan+UBSan)"
+	@echo "make build  configure and build into $(BUILD)/"
+	@echo "make clean  remove build directories"
+
+# Install only what is missing; sudo when not root.
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=Debug -DFERRY_SANITIZE=address,undefined $(CMAKE_ARGS)
+	cmake --build $(BUILD_SAN) -j $(JOBS)
+
+# Starts on the embedded default unless FERRY_CONFIG or ARGS say otherwise.
+run: build
+	./$(BUILD)/ferry serve $(ARGS)
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+test-blackbox: build
+	FERRY_BIN=$(CURDIR)/$(BUILD)/ferry $(PYTHON) -m pytest -q -p no:cacheprovider tests/blackbox
+
+# Sanitizer run: the same unit and black-box tests against an
+# AddressSanitizer + UndefinedBehaviorSanitizer build; any report fails.
+test-asan: build-asan
+	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -L unit
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  FERRY_BIN=$(CURDIR)/$(BUILD_SAN)/ferry FERRY_SANITIZED=1 \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/blackbox
+
+test: test-unit test-blackbox test-asan
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN)

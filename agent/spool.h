@@ -1,0 +1,229 @@
+/*
+ * spool: the durable store between ingest and delivery, one SQLite database
+ * in WAL mode with synchronous=FULL under spool.dir.
+ *
+ * DESIGN
+ * One writer thread owns the write connection. Ingest threads and the
+ * dispatcher never write: they queue work (spool_submit, spool_post_outcomes)
+ * and the writer drains everything queued into ONE transaction per turn, so
+ * concurrent requests share one fsync (group commit; the batch grows with
+ * the load because work piles up while the previous commit syncs). After
+ * the commit the writer calls each submission's done callback (ingest
+ * answers 202 only then) and the commit callback (the dispatcher learns of
+ * new deliveries and settled outcomes).
+ *
+ * The dispatcher reads through its own connection (struct spool_reader);
+ * WAL lets that run concurrently with the writer.
+ *
+ * Tables: events (one row per accepted event, with its stored form),
+ * deliveries (one row per event x peer still pending), dead_letters,
+ * attempts (history of failed attempts), dedupe (source+id seen recently).
+ */
+#ifndef FERRY_SPOOL_H
+#define FERRY_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+struct spool;
+struct spool_reader;
+
+struct spool_options {
+    const char *dir;         /* created if missing */
+    int64_t max_bytes;       /* above this, submissions fail with -ENOSPC;
+                              * <= 0: no limit */
+    int64_t dedupe_window_s; /* 0: no dedupe */
+    /* Wall clock in ms for dedupe expiry and dead_ms. NULL: clock_wall_ms.
+     * Tests inject time here; called on the writer thread. */
+    int64_t (*clock_ms)(void *arg);
+    void *clock_arg;
+};
+
+/**
+ * Open (creating or migrating) the spool in @opt->dir. Does not start the
+ * writer. Returns NULL with a message in @err (e.g. "spool.dir
+ * /x: Permission denied").
+ */
+struct spool *spool_open(const struct spool_options *opt, char *err,
+                         size_t err_len);
+
+/* ---- ingest side ----------------------------------------------------- */
+
+/** One event to persist with the peers it goes to. All borrowed. */
+struct spool_event {
+    const char *source;
+    const char *id;
+    const char *partition_key; /* NULL when none */
+    enum event_format format;
+    const char *text;          /* struct event .text */
+    size_t text_len;
+    const void *data;          /* BINARY only */
+    size_t data_len;
+    const char *const *peers;  /* distinct peer names; may be empty */
+    size_t n_peers;
+    int64_t received_ms;
+};
+
+struct spool_write;
+/**
+ * Called on the writer thread once @w's fate is sealed. @w->result is the
+ * number of events accepted (n_events - n_duplicates) or a negative errno:
+ * -ENOSPC (disk full or spool.max_bytes reached), -EIO, -EINVAL (an event
+ * with a NULL source/id/text/peer name, an unknown format or a peer named
+ * twice), -ENOMEM. (-ESHUTDOWN is returned by spool_submit, never here.)
+ * Nothing of @w is stored unless result >= 0 (all or nothing).
+ * An accepted event with no peers is not stored (nothing would deliver
+ * it) but its source+id is still recorded for dedupe.
+ */
+typedef void (*spool_done_cb)(struct spool_write *w);
+
+/** A submission; caller-owned, must stay valid until @done runs. */
+struct spool_write {
+    const struct spool_event *events;
+    size_t n_events;
+    spool_done_cb done;
+    void *arg;
+    /* out */
+    int result;
+    size_t n_duplicates;
+    /* private to the spool */
+    struct spool_write *next;
+};
+
+/**
+ * Queue @w for the next commit. Returns 0 (done will be called exactly
+ * once, on the writer thread) or -ESHUTDOWN when the spool is stopping
+ * (done is not called). Thread-safe.
+ */
+int spool_submit(struct spool *s, struct spool_write *w);
+
+/* ---- dispatcher side ------------------------------------------------- */
+
+enum spool_outcome_kind { SPOOL_DELIVERED = 0, SPOOL_RETRY, SPOOL_DEAD };
+
+/** The result of one delivery attempt, as the dispatcher reports it. */
+struct spool_outcome {
+    int64_t delivery_id;
+    enum spool_outcome_kind kind;
+    int attempt;         /* 1-based number of this attempt; 0 = none made */
+    int64_t at_ms;       /* wall time the attempt started */
+    int64_t duration_ms;
+    long status;         /* HTTP status, 0 when none */
+    char error[160];     /* transport error text, "" when none */
+    int64_t next_ms;     /* RETRY: when to try again */
+    char reason[160];    /* DEAD: why, e.g. "max_attempts reached" */
+};
+
+/**
+ * Queue outcomes (copied) for the next commit. DELIVERED deletes the
+ * delivery (and its event once no delivery or dead letter needs it);
+ * RETRY records the attempt and sets attempts/next_ms; DEAD records the
+ * attempt (if any) and moves the delivery to dead_letters with @reason.
+ * Returns 0 or -ENOMEM / -ESHUTDOWN. Thread-safe.
+ */
+int spool_post_outcomes(struct spool *s, const struct spool_outcome *o,
+                        size_t n);
+
+/** What a commit made durable, for the commit callback. */
+struct spool_commit {
+    size_t n_new_deliveries;  /* delivery rows created by ingest */
+    const int64_t *settled;   /* delivery ids whose outcome is durable */
+    size_t n_settled;
+};
+
+/** Called on the writer thread after each successful commit. Set before start. */
+typedef void (*spool_commit_cb)(void *arg, const struct spool_commit *c);
+void spool_set_commit_cb(struct spool *s, spool_commit_cb cb, void *arg);
+
+/* ---- lifecycle ------------------------------------------------------- */
+
+/** Start the writer thread. 0 or -errno. */
+int spool_start(struct spool *s);
+
+/**
+ * Stop accepting work, commit everything already queued, stop the writer.
+ * Submissions after this fail with -ESHUTDOWN. Idempotent.
+ */
+void spool_stop(struct spool *s);
+
+/** Stop (if needed) and close. NULL-safe. */
+void spool_close(struct spool *s);
+
+/* ---- state, any thread ----------------------------------------------- */
+
+/**
+ * Bytes in use: database pages holding data (free pages, which SQLite
+ * reuses, are not counted) + WAL file size. Updated after each commit and
+ * each second.
+ */
+int64_t spool_bytes(const struct spool *s);
+
+/** Monotonic ms of the writer loop's last turn (for /healthz). */
+int64_t spool_heartbeat_ms(const struct spool *s);
+
+/** False after a commit failed (disk full, I/O error) until one succeeds. */
+bool spool_writable(const struct spool *s);
+
+/** Pending and dead-lettered delivery counts for @peer (0 if unknown). */
+void spool_peer_counts(struct spool *s, const char *peer, int64_t *pending,
+                       int64_t *dead);
+
+/** Transactions committed that carried submissions or outcomes (stats). */
+uint64_t spool_commit_count(const struct spool *s);
+
+/** Monotonic ms of the writer loop's last turn (at least once a second
+ *  while it runs; for /healthz). */
+int64_t spool_heartbeat_ms(const struct spool *s);
+
+/* ---- reading (one reader per thread; the dispatcher's) ---------------- */
+
+/** A pending delivery loaded for dispatch. Everything owned. */
+struct spool_delivery {
+    int64_t id;
+    int64_t event_seq;      /* acceptance order */
+    int attempts;           /* failed attempts so far */
+    int64_t received_ms;
+    int64_t next_ms;
+    char *event_id;         /* the CloudEvent id, for logs */
+    char *partition_key;    /* NULL when none */
+    enum event_format format;
+    char *text;
+    size_t text_len;
+    void *data;
+    size_t data_len;
+};
+
+/** Open a read connection. NULL on failure. Use from one thread only. */
+struct spool_reader *spool_reader_open(struct spool *s);
+void spool_reader_close(struct spool_reader *r);
+
+typedef bool (*spool_skip_cb)(void *arg, int64_t delivery_id);
+
+/**
+ * Load up to @max deliveries of @peer with next_ms <= @now_ms in
+ * (next_ms, id) order into @out, skipping ids for which @skip returns true
+ * (those already in the dispatcher's hands). Returns how many, or -errno.
+ * Free each with spool_delivery_free.
+ */
+long spool_fetch_due(struct spool_reader *r, const char *peer, int64_t now_ms,
+                     size_t max, spool_skip_cb skip, void *arg,
+                     struct spool_delivery *out);
+
+/** Earliest next_ms > @after_ms among @peer's pending deliveries, or INT64_MAX. */
+int64_t spool_next_due(struct spool_reader *r, const char *peer,
+                       int64_t after_ms);
+
+/** received_ms of @peer's oldest pending delivery, or 0 when none. */
+int64_t spool_oldest_ms(struct spool_reader *r, const char *peer);
+
+/** Peers that have pending deliveries (at start: to find orphans). New
+ *  array of new strings in *@names; returns the count or -errno. */
+long spool_pending_peers(struct spool_reader *r, char ***names);
+
+/** Free what @d owns (not @d itself) and zero it. NULL-safe. */
+void spool_delivery_free(struct spool_delivery *d);
+
+#endif
