@@ -45,7 +45,10 @@ int dispatch_start(struct dispatch *d);
  */
 void dispatch_stop(struct dispatch *d, int64_t deadline_ms);
 
-/** NULL-safe; stops first if needed. */
+/**
+ * NULL-safe; stops first if needed. Call after spool_stop(): until then
+ * the spool's writer may still run the commit callback, which points here.
+ */
 void dispatch_destroy(struct dispatch *d);
 
 /** Monotonic ms of the loop's last turn (for /healthz). Any thread. */
