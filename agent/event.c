@@ -436,6 +436,27 @@ const char *event_attr(const struct event *ev, const char *name,
 
 /* ---- delivery: load, structured output -------------------------------- */
 
+int event_add_attr(struct event *ev, const char *name, const char *value)
+{
+    if (!validate_attr_name(name, strlen(name)) || !utf8_valid(value, strlen(value)))
+        return -EINVAL;
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return -EINVAL;
+    if (json_object_get(ev->obj, name))
+        return 0;
+    if (json_object_set_new(ev->obj, name, json_string(value)) != 0)
+        return -ENOMEM;
+    char *old = ev->text;
+    if (dump_text(ev->obj, ev) != 0) {
+        ev->text = old;
+        json_object_del(ev->obj, name);
+        return -ENOMEM;
+    }
+    free(old);
+    return 1;
+}
+
 int event_load(enum event_format format, const char *text, size_t text_len,
                const void *data, size_t data_len, struct event *ev)
 {

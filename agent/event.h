@@ -99,6 +99,15 @@ int event_from_binary(const struct http_header *headers, size_t n_headers,
 const char *event_attr(const struct event *ev, const char *name,
                        char *scratch, size_t scratch_len);
 
+/**
+ * Set attribute @name (an extension, e.g. "traceparent") to the string
+ * @value unless the event already has it, and re-serialise @ev->text.
+ * For context carried outside the event (trace headers on the request).
+ * Returns 1 when set, 0 when already present, -EINVAL for a bad name or
+ * value (not valid UTF-8, control characters), -ENOMEM.
+ */
+int event_add_attr(struct event *ev, const char *name, const char *value);
+
 /* ---- delivery -------------------------------------------------------- */
 
 /**

@@ -67,7 +67,6 @@ struct MHD_Daemon *httpd_start(const struct httpd_options *opt, char *err,
         {MHD_OPTION_THREAD_POOL_SIZE, opt->threads ? opt->threads : 1, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, opt->timeout_s, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)opt->completed, opt->completed_cls},
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log_cb, NULL},
         {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
         {opt->connection_limit ? MHD_OPTION_CONNECTION_LIMIT : MHD_OPTION_END,
          opt->connection_limit, NULL},
@@ -75,8 +74,10 @@ struct MHD_Daemon *httpd_start(const struct httpd_options *opt, char *err,
     };
     errno = 0;
     struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, opt->handler,
-                                            opt->handler_cls, MHD_OPTION_ARRAY,
-                                            ops, MHD_OPTION_END);
+                                            opt->handler_cls,
+                                            /* first, so option errors reach our log */
+                                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log_cb, NULL,
+                                            MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
     if (!d)
         snprintf(err, err_len, "listen %s: %s", opt->listen,
                  errno ? strerror(errno) : "cannot start the HTTP server");

@@ -1108,6 +1108,42 @@ static void test_event_free_is_null_safe_and_frees_owned_data(void **state)
     event_free(&ev); /* zeroed: a second free is harmless */
 }
 
+static void test_event_add_attr_sets_missing_extension_and_text(void **state)
+{
+    (void)state;
+    struct event ev;
+    struct ce_error err;
+    const char *body = "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\"}";
+    assert_int_equal(event_from_structured(body, strlen(body), &ev, &err), 0);
+    assert_int_equal(event_add_attr(&ev, "traceparent",
+                                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), 1);
+    char scratch[32];
+    assert_string_equal(event_attr(&ev, "traceparent", scratch, sizeof(scratch)),
+                        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_non_null(strstr(ev.text, "\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c"));
+    assert_null(strchr(ev.text, '\n'));
+    /* present already: kept as it was */
+    assert_int_equal(event_add_attr(&ev, "traceparent", "other"), 0);
+    assert_non_null(strstr(ev.text, "b7ad6b7169203331"));
+    event_free(&ev);
+}
+
+static void test_event_add_attr_rejects_bad_name_or_value(void **state)
+{
+    (void)state;
+    struct event ev;
+    struct ce_error err;
+    const char *body = "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\"}";
+    assert_int_equal(event_from_structured(body, strlen(body), &ev, &err), 0);
+    char *before = strdup(ev.text);
+    assert_int_equal(event_add_attr(&ev, "Trace", "x"), -EINVAL);
+    assert_int_equal(event_add_attr(&ev, "traceparent", "a\r\nX-Evil: 1"), -EINVAL);
+    assert_int_equal(event_add_attr(&ev, "traceparent", "\xff"), -EINVAL);
+    assert_string_equal(ev.text, before);
+    free(before);
+    event_free(&ev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1165,6 +1201,8 @@ int main(void)
         cmocka_unit_test(test_event_load_rebuilds_binary),
         cmocka_unit_test(test_event_load_rejects_unreadable_text),
         cmocka_unit_test(test_event_free_is_null_safe_and_frees_owned_data),
+        cmocka_unit_test(test_event_add_attr_sets_missing_extension_and_text),
+        cmocka_unit_test(test_event_add_attr_rejects_bad_name_or_value),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
