@@ -45,7 +45,9 @@ struct spool_options {
 /**
  * Open (creating or migrating) the spool in @opt->dir. Does not start the
  * writer. Returns NULL with a message in @err (e.g. "spool.dir
- * /x: Permission denied").
+ * /x: Permission denied"); also when another process has the same
+ * directory open ("in use by another process": two writers would deliver
+ * everything twice).
  */
 struct spool *spool_open(const struct spool_options *opt, char *err,
                          size_t err_len);
@@ -155,9 +157,10 @@ void spool_close(struct spool *s);
 /* ---- state, any thread ----------------------------------------------- */
 
 /**
- * Bytes in use: database pages holding data (free pages, which SQLite
- * reuses, are not counted) + WAL file size. Updated after each commit and
- * each second.
+ * The backlog's size: database pages holding data. Free pages (which SQLite
+ * reuses) and the WAL (newer copies of counted pages, checkpointed under
+ * load and truncated when idle) are not counted, so the figure falls as
+ * deliveries drain. Updated after each commit and each second.
  */
 int64_t spool_bytes(const struct spool *s);
 
@@ -173,10 +176,6 @@ void spool_peer_counts(struct spool *s, const char *peer, int64_t *pending,
 
 /** Transactions committed that carried submissions or outcomes (stats). */
 uint64_t spool_commit_count(const struct spool *s);
-
-/** Monotonic ms of the writer loop's last turn (at least once a second
- *  while it runs; for /healthz). */
-int64_t spool_heartbeat_ms(const struct spool *s);
 
 /* ---- reading (one reader per thread; the dispatcher's) ---------------- */
 
@@ -212,7 +211,8 @@ long spool_fetch_due(struct spool_reader *r, const char *peer, int64_t now_ms,
                      size_t max, spool_skip_cb skip, void *arg,
                      struct spool_delivery *out);
 
-/** Earliest next_ms > @after_ms among @peer's pending deliveries, or INT64_MAX. */
+/** Earliest next_ms > @after_ms among @peer's pending deliveries, or
+ *  INT64_MAX. On a read error: logged, and @after_ms + 1000 (look again). */
 int64_t spool_next_due(struct spool_reader *r, const char *peer,
                        int64_t after_ms);
 
