@@ -39,6 +39,38 @@ static size_t collect_cb(char *p, size_t size, size_t n, void *arg)
     return buf_append(arg, p, size * n) == 0 ? size * n : 0;
 }
 
+/*
+ * One blocking request: POST @body when non-NULL, else GET. The answer's
+ * body is appended to @answer. On a transport error prints "WHO: URL:
+ * reason" to stderr. Returns the CURLcode; *@status is the HTTP status.
+ */
+static CURLcode http_call(const char *who, const char *url,
+                          struct curl_slist *headers, const char *body,
+                          size_t len, long timeout_ms, long *status,
+                          struct buf *answer)
+{
+    *status = 0;
+    CURL *curl = curl_easy_init();
+    if (!curl)
+        return CURLE_OUT_OF_MEMORY;
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    if (body) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_cb);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, answer);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    CURLcode cc = curl_easy_perform(curl);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(curl);
+    if (cc != CURLE_OK)
+        fprintf(stderr, "%s: %s: %s\n", who, url, curl_easy_strerror(cc));
+    return cc;
+}
+
 /* ---- send ------------------------------------------------------------ */
 
 static const char send_usage[] =
@@ -129,30 +161,13 @@ static int post(const struct send_args *a, struct curl_slist *headers,
 {
     struct buf answer;
     buf_init(&answer, 1 << 20);
-    CURL *curl = curl_easy_init();
-    if (!curl)
-        return 1;
-    curl_easy_setopt(curl, CURLOPT_URL, a->url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_cb);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 30000L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    CURLcode cc = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(curl);
-    int rc = 1;
-    if (cc != CURLE_OK) {
-        fprintf(stderr, "ferry send: %s: %s\n", a->url, curl_easy_strerror(cc));
-    } else {
+    long status;
+    CURLcode cc = http_call("ferry send", a->url, headers, body, len, 30000L,
+                            &status, &answer);
+    if (cc == CURLE_OK)
         printf("%ld %s\n", status, answer.data ? answer.data : "");
-        rc = status == 202 ? 0 : 1;
-    }
     buf_free(&answer);
-    return rc;
+    return cc == CURLE_OK && status == 202 ? 0 : 1;
 }
 
 int cli_send(int argc, char **argv)
@@ -247,21 +262,10 @@ int cli_healthcheck(int argc, char **argv)
     }
     struct buf answer;
     buf_init(&answer, 1 << 16);
-    CURL *curl = curl_easy_init();
-    if (!curl)
-        return 1;
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_cb);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    CURLcode cc = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(curl);
-    if (cc != CURLE_OK)
-        fprintf(stderr, "ferry healthcheck: %s: %s\n", url, curl_easy_strerror(cc));
-    else
+    long status;
+    CURLcode cc = http_call("ferry healthcheck", url, NULL, NULL, 0, 5000L,
+                            &status, &answer);
+    if (cc == CURLE_OK)
         printf("%ld %s\n", status, answer.data ? answer.data : "");
     buf_free(&answer);
     return cc == CURLE_OK && status == 200 ? 0 : 1;
