@@ -28,6 +28,8 @@ enum metrics_reject {
     METRICS_REJECT__N
 };
 
+enum metrics_breaker { METRICS_BREAKER_CLOSED = 0, METRICS_BREAKER_OPEN, METRICS_BREAKER_HALF_OPEN };
+
 /* Delivery duration buckets, seconds. */
 #define METRICS_DURATION_BUCKETS 12
 extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];
@@ -40,6 +42,7 @@ struct peer_metrics {
     atomic_llong dead_letters;                        /* gauge */
     atomic_llong oldest_age_s;                        /* gauge */
     atomic_int breaker_open;                          /* gauge 0/1 */
+    atomic_int breaker_state;                         /* enum metrics_breaker, for GET /v1/peers */
     atomic_llong duration_buckets[METRICS_DURATION_BUCKETS]; /* non-cumulative */
     atomic_llong duration_count;
     atomic_llong duration_sum_us;

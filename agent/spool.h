@@ -66,6 +66,10 @@ struct spool_event {
     size_t data_len;
     const char *const *peers;  /* distinct peer names; may be empty */
     size_t n_peers;
+    /* Per peer (parallel to peers): 1 = deliver in acceptance order among
+     * this peer's deliveries with the same partition_key ("ordering":
+     * "partitionkey"). NULL, or a NULL partition_key: unordered. */
+    const unsigned char *ordered;
     int64_t received_ms;
 };
 
