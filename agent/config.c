@@ -979,6 +979,7 @@ static struct config *config_defaults(void)
     struct config *cfg = calloc(1, sizeof(*cfg));
     if (!cfg)
         return NULL;
+    atomic_init(&cfg->refs, 1);
     cfg->listen = strdup("127.0.0.1:8080");
     cfg->admin.listen = strdup("127.0.0.1:8081");
     cfg->spool.dir = strdup("./ferry-data");
@@ -1211,9 +1212,18 @@ static void free_peer(struct peer_config *p)
     free(p->path);
 }
 
+struct config *config_ref(struct config *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
 void config_destroy(struct config *cfg)
 {
     if (!cfg)
+        return;
+    /* A hand-built config (refs 0) counts as singly owned. */
+    if (atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) > 1)
         return;
     free(cfg->listen);
     free(cfg->tls.cert_file);

@@ -12,6 +12,7 @@
 #ifndef FERRY_CONFIG_H
 #define FERRY_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -130,6 +131,9 @@ struct schedule_config {
 };
 
 struct config {
+    /* References: the loader's, plus one per request or thread still using
+     * it after a reload replaced it (config_ref / config_destroy). */
+    atomic_int refs;
     char *listen; /* "HOST:PORT" */
     struct tls_server_config tls;
     struct {
@@ -187,7 +191,10 @@ struct config *config_load_file(const char *path, struct config_errors *errs);
 int config_apply_env(struct config *cfg, const char *(*get)(const char *name),
                      struct config_errors *errs);
 
-/** NULL-safe. */
+/** Take another reference to @cfg (returned for convenience). */
+struct config *config_ref(struct config *cfg);
+
+/** Drop a reference; the last one frees everything. NULL-safe. */
 void config_destroy(struct config *cfg);
 
 /** Index of the peer named @name, or -1. */

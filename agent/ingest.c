@@ -15,6 +15,7 @@
 #include "ingest.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,8 +42,10 @@
 #define MAX_CE_HEADERS 64
 
 struct ingest {
-    struct ingest_deps deps;
+    struct ingest_deps deps;     /* deps.cfg unused after start: see cfg */
     struct MHD_Daemon *daemon;
+    pthread_mutex_t cfg_lock;
+    struct config *cfg;          /* current; one reference held here */
     atomic_bool draining;
     atomic_long waiting; /* requests suspended until a commit */
 };
@@ -51,6 +54,7 @@ enum req_state { REQ_RECEIVING = 0, REQ_WAITING, REQ_ANSWERED };
 
 struct request {
     struct ingest *ing;
+    struct config *cfg; /* the config this request was admitted under (a reference) */
     struct MHD_Connection *conn;
     enum metrics_mode mode;
     enum req_state state;
@@ -61,7 +65,8 @@ struct request {
     struct event one;     /* storage when a single event */
     struct spool_event *stored;
     char (*key_scratch)[24]; /* integer partition keys, formatted */
-    const char **peer_names; /* n_events * cfg->n_peers slots */
+    const char **peer_names;      /* n_events * cfg->n_peers slots */
+    unsigned char *ordered;       /* parallel to peer_names */
     struct spool_write write;
     atomic_int result;    /* set by the writer before resuming */
 };
@@ -160,14 +165,22 @@ static int content_mode(struct MHD_Connection *c)
     return -1;
 }
 
+static struct config *current_config(struct ingest *ing)
+{
+    pthread_mutex_lock(&ing->cfg_lock);
+    struct config *cfg = config_ref(ing->cfg);
+    pthread_mutex_unlock(&ing->cfg_lock);
+    return cfg;
+}
+
 /*
  * First call for POST /v1/events: refuse what we can before reading the
  * body (auth, draining, media type, a declared length over the cap).
+ * On success the new request takes over the reference to @cfg.
  */
-static enum MHD_Result admit(struct ingest *ing, struct MHD_Connection *c,
-                             void **con_cls)
+static enum MHD_Result admit_under(struct ingest *ing, struct config *cfg,
+                                   struct MHD_Connection *c, void **con_cls)
 {
-    const struct config *cfg = ing->deps.cfg;
     if (!auth_bearer_ok(header(c, MHD_HTTP_HEADER_AUTHORIZATION), cfg->ingest.token))
         return reject(c, MHD_HTTP_UNAUTHORIZED, METRICS_REJECT_UNAUTHORIZED,
                       "unauthorized", "missing or wrong bearer token");
@@ -197,11 +210,22 @@ static enum MHD_Result admit(struct ingest *ing, struct MHD_Connection *c,
     if (!r)
         return MHD_NO;
     r->ing = ing;
+    r->cfg = cfg;
     r->conn = c;
     r->mode = (enum metrics_mode)mode;
     buf_init(&r->body, cfg->ingest.max_body_bytes);
     *con_cls = r;
     return MHD_YES;
+}
+
+static enum MHD_Result admit(struct ingest *ing, struct MHD_Connection *c,
+                             void **con_cls)
+{
+    struct config *cfg = current_config(ing);
+    enum MHD_Result ret = admit_under(ing, cfg, c, con_cls);
+    if (!*con_cls)
+        config_destroy(cfg); /* refused: no request holds it */
+    return ret;
 }
 
 static void receive(struct request *r, const char *data, size_t size)
@@ -239,7 +263,7 @@ static int parse(struct request *r, struct ce_error *err)
     const char *body = r->body.data ? r->body.data : "";
     size_t len = r->body.len;
     if (r->mode == METRICS_MODE_BATCH)
-        return event_batch_from_json(body, len, r->ing->deps.cfg->ingest.max_batch,
+        return event_batch_from_json(body, len, r->cfg->ingest.max_batch,
                                      &r->events, &r->n_events, err);
     int rc;
     if (r->mode == METRICS_MODE_STRUCTURED) {
@@ -292,16 +316,17 @@ static const char *lookup_attr(void *arg, const char *attr, char *scratch,
 /* Fill r->stored: one spool_event per event with the peers it goes to. */
 static int route_all(struct request *r)
 {
-    const struct config *cfg = r->ing->deps.cfg;
+    const struct config *cfg = r->cfg;
     size_t n_peers = cfg->n_peers;
     char scratch[32];
     int64_t now = clock_wall_ms();
 
     r->stored = calloc(r->n_events ? r->n_events : 1, sizeof(*r->stored));
     r->peer_names = calloc(r->n_events * n_peers + 1, sizeof(*r->peer_names));
+    r->ordered = calloc(r->n_events * n_peers + 1, 1);
     r->key_scratch = calloc(r->n_events ? r->n_events : 1, sizeof(*r->key_scratch));
     size_t *idx_scratch = malloc((n_peers + 1) * sizeof(*idx_scratch));
-    if (!r->stored || !r->peer_names || !r->key_scratch || !idx_scratch) {
+    if (!r->stored || !r->peer_names || !r->ordered || !r->key_scratch || !idx_scratch) {
         free(idx_scratch);
         return -ENOMEM;
     }
@@ -309,9 +334,12 @@ static int route_all(struct request *r)
         struct event *ev = &r->events[i];
         struct spool_event *se = &r->stored[i];
         const char **names = r->peer_names + i * n_peers;
+        unsigned char *ordered = r->ordered + i * n_peers;
         size_t n = route_match(cfg, lookup_attr, ev, idx_scratch);
-        for (size_t k = 0; k < n; k++)
+        for (size_t k = 0; k < n; k++) {
             names[k] = cfg->peers[idx_scratch[k]].name;
+            ordered[k] = route_ordered(cfg, lookup_attr, ev, idx_scratch[k]);
+        }
         se->source = event_attr(ev, "source", scratch, sizeof(scratch));
         se->id = event_attr(ev, "id", scratch, sizeof(scratch));
         se->partition_key = event_attr(ev, "partitionkey", r->key_scratch[i],
@@ -323,6 +351,7 @@ static int route_all(struct request *r)
         se->data_len = ev->data_len;
         se->peers = names;
         se->n_peers = n;
+        se->ordered = ordered;
         se->received_ms = now;
     }
     free(idx_scratch);
@@ -382,7 +411,7 @@ static enum MHD_Result complete(struct request *r)
     if (r->discarded) {
         char msg[128];
         snprintf(msg, sizeof(msg), "body exceeds ingest.max_body_bytes (%zu)",
-                 r->ing->deps.cfg->ingest.max_body_bytes);
+                 r->cfg->ingest.max_body_bytes);
         return reject(r->conn, MHD_HTTP_CONTENT_TOO_LARGE, METRICS_REJECT_TOO_LARGE,
                       "too_large", msg);
     }
@@ -455,7 +484,9 @@ static void free_request(struct request *r)
     free(r->stored);
     free(r->key_scratch);
     free(r->peer_names);
+    free(r->ordered);
     buf_free(&r->body);
+    config_destroy(r->cfg);
     free(r);
 }
 
@@ -486,6 +517,8 @@ struct ingest *ingest_start(const struct ingest_deps *deps, char *err,
         return NULL;
     }
     ing->deps = *deps;
+    pthread_mutex_init(&ing->cfg_lock, NULL);
+    ing->cfg = config_ref(deps->cfg);
     atomic_init(&ing->draining, false);
     atomic_init(&ing->waiting, 0);
     struct httpd_options opt = {
@@ -499,6 +532,8 @@ struct ingest *ingest_start(const struct ingest_deps *deps, char *err,
     };
     ing->daemon = httpd_start(&opt, err, err_len);
     if (!ing->daemon) {
+        config_destroy(ing->cfg);
+        pthread_mutex_destroy(&ing->cfg_lock);
         free(ing);
         return NULL;
     }
@@ -525,10 +560,22 @@ int ingest_wait_idle(struct ingest *ing, int64_t deadline_ms)
     return 0;
 }
 
+void ingest_set_config(struct ingest *ing, struct config *cfg)
+{
+    config_ref(cfg);
+    pthread_mutex_lock(&ing->cfg_lock);
+    struct config *old = ing->cfg;
+    ing->cfg = cfg;
+    pthread_mutex_unlock(&ing->cfg_lock);
+    config_destroy(old); /* requests admitted under it keep their own */
+}
+
 void ingest_stop(struct ingest *ing)
 {
     if (!ing)
         return;
     MHD_stop_daemon(ing->daemon);
+    config_destroy(ing->cfg);
+    pthread_mutex_destroy(&ing->cfg_lock);
     free(ing);
 }

@@ -22,7 +22,7 @@
 struct ingest;
 
 struct ingest_deps {
-    const struct config *cfg; /* borrowed; outlives the listener */
+    struct config *cfg; /* the listener takes its own reference */
     struct spool *spool;
     /* Fills a health snapshot; called on pool threads. */
     void (*health_snapshot)(void *arg, struct health_inputs *in);
@@ -33,6 +33,13 @@ struct ingest_deps {
 /** Start listening on cfg->listen. NULL with @err on failure. */
 struct ingest *ingest_start(const struct ingest_deps *deps, char *err,
                             size_t err_len);
+
+/**
+ * Route and limit new requests by @cfg from now on (reload). Takes a
+ * reference; requests already admitted finish under the config they
+ * started with. The listen address is not changed. Any thread.
+ */
+void ingest_set_config(struct ingest *ing, struct config *cfg);
 
 /** The bound port (for logs and listen ports of 0). */
 uint16_t ingest_port(struct ingest *ing);

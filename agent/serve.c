@@ -15,6 +15,8 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdbool.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,11 +32,14 @@
 #include "spool.h"
 
 struct server {
-    struct config *cfg;
+    struct serve_options opt;  /* to load the config again on reload */
+    struct config *cfg;        /* current; main thread or under reload_lock */
     struct spool *spool;
-    struct dispatch *dispatch;
+    struct dispatch *dispatch; /* swapped on reload under dispatch_lock */
     struct ingest *ingest;
     atomic_bool draining;
+    pthread_mutex_t reload_lock;   /* one reload at a time (SIGHUP, admin) */
+    pthread_mutex_t dispatch_lock; /* guards the dispatch pointer only */
 };
 
 static const char *env_get(const char *name)
@@ -48,7 +53,8 @@ static void print_errors(const struct config_errors *errs)
         fprintf(stderr, "ferry: %s\n", errs->items[i]);
 }
 
-struct config *serve_load_config(const struct serve_options *opt)
+static struct config *load_config(const struct serve_options *opt,
+                                  struct config_errors *out)
 {
     struct config_errors errs;
     config_errors_init(&errs);
@@ -83,19 +89,28 @@ struct config *serve_load_config(const struct serve_options *opt)
     if (cfg && (!cfg->listen || !cfg->spool.dir))
         config_errors_add(&errs, "", "out of memory");
     if (errs.n) {
-        print_errors(&errs);
         config_destroy(cfg);
         cfg = NULL;
     }
+    *out = errs;
+    return cfg;
+}
+
+struct config *serve_load_config(const struct serve_options *opt)
+{
+    struct config_errors errs;
+    struct config *cfg = load_config(opt, &errs);
+    print_errors(&errs);
     config_errors_free(&errs);
     return cfg;
 }
 
 /*
- * Contract features that later versions implement. Refusing to start is
- * safer than running without TLS or signatures the operator asked for.
+ * Contract features that later versions implement. Refusing to start (or
+ * to reload) is safer than running without TLS the operator asked for.
+ * Returns true with the reason in @msg.
  */
-static int refuse_unsupported(const struct config *cfg)
+static bool unsupported(const struct config *cfg, char *msg, size_t len)
 {
     const char *what = NULL;
     if (cfg->tls.cert_file || cfg->admin.tls.cert_file)
@@ -106,10 +121,9 @@ static int refuse_unsupported(const struct config *cfg)
         if (cfg->peers[i].signing_secret)
             what = "peers.*.signing_secret";
     }
-    if (!what)
-        return 0;
-    fprintf(stderr, "ferry: %s: not supported by ferry %s yet\n", what, FERRY_VERSION);
-    return -ENOTSUP;
+    if (what)
+        snprintf(msg, len, "%s: not supported by ferry %s yet", what, FERRY_VERSION);
+    return what != NULL;
 }
 
 static void health_snapshot(void *arg, struct health_inputs *in)
@@ -120,7 +134,10 @@ static void health_snapshot(void *arg, struct health_inputs *in)
     in->spool_writable = spool_writable(s->spool);
     in->spool_bytes = spool_bytes(s->spool);
     in->spool_max_bytes = s->cfg->spool.max_bytes;
-    in->dispatcher_idle_ms = now - dispatch_heartbeat_ms(s->dispatch);
+    pthread_mutex_lock(&s->dispatch_lock);
+    /* No dispatcher for a moment while a reload swaps it: not a stall. */
+    in->dispatcher_idle_ms = s->dispatch ? now - dispatch_heartbeat_ms(s->dispatch) : 0;
+    pthread_mutex_unlock(&s->dispatch_lock);
     in->writer_idle_ms = now - spool_heartbeat_ms(s->spool);
 }
 
@@ -158,6 +175,9 @@ fail:
 
 static void drain_and_stop(struct server *s)
 {
+    /* Let a reload in progress (from the admin API) finish first. */
+    pthread_mutex_lock(&s->reload_lock);
+    pthread_mutex_unlock(&s->reload_lock);
     int64_t deadline = clock_mono_ms() + s->cfg->drain_timeout_ms;
     atomic_store(&s->draining, true);
     if (s->ingest) {
@@ -173,7 +193,161 @@ static void drain_and_stop(struct server *s)
     spool_close(s->spool);
 }
 
-static int wait_for_stop_signal(void)
+/* ---- reload ----------------------------------------------------------- */
+
+struct barrier {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+};
+
+static void barrier_cb(struct spool_write *w)
+{
+    struct barrier *b = w->arg;
+    pthread_mutex_lock(&b->lock);
+    b->done = true;
+    pthread_cond_signal(&b->cond);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/*
+ * Wait until everything queued to the spool so far is committed: an empty
+ * submission is applied in the same turn as (or after) every outcome
+ * posted before it, so its callback proves those outcomes durable.
+ */
+static void spool_barrier(struct spool *spool)
+{
+    struct barrier b = {.done = false};
+    pthread_mutex_init(&b.lock, NULL);
+    pthread_cond_init(&b.cond, NULL);
+    struct spool_write w = {.events = NULL, .n_events = 0, .done = barrier_cb, .arg = &b};
+    if (spool_submit(spool, &w) == 0) {
+        pthread_mutex_lock(&b.lock);
+        while (!b.done)
+            pthread_cond_wait(&b.cond, &b.lock);
+        pthread_mutex_unlock(&b.lock);
+    }
+    pthread_cond_destroy(&b.cond);
+    pthread_mutex_destroy(&b.lock);
+}
+
+/* Long enough for every in-flight request to end by its own timeout, so a
+ * reload never abandons one (which could deliver it twice). */
+static int64_t settle_deadline(const struct config *cfg)
+{
+    int64_t longest = 0;
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        if (cfg->peers[i].timeout_ms > longest)
+            longest = cfg->peers[i].timeout_ms;
+    return clock_mono_ms() + longest + 1000;
+}
+
+/* Settings the running process cannot change in place. */
+static void warn_restart_only(const struct config *old, const struct config *next)
+{
+    const char *what = NULL;
+    if (strcmp(old->listen, next->listen) != 0)
+        what = "listen";
+    else if (strcmp(old->admin.listen, next->admin.listen) != 0)
+        what = "admin.listen";
+    else if (strcmp(old->spool.dir, next->spool.dir) != 0)
+        what = "spool.dir";
+    else if (old->spool.max_bytes != next->spool.max_bytes)
+        what = "spool.max_bytes";
+    else if (old->ingest.dedupe_window_s != next->ingest.dedupe_window_s)
+        what = "ingest.dedupe_window_s";
+    if (what)
+        log_warn("reload: setting changed but takes effect only after a restart",
+                 LOG_FIELDS(LOG_S("key", what)));
+}
+
+/*
+ * Replace the dispatcher with one built on @next. The old one finishes its
+ * in-flight deliveries, its outcomes are committed, and only then does the
+ * new one page the spool, so nothing is lost or delivered twice. Pending
+ * deliveries of removed peers are dead-lettered by the new dispatcher's
+ * start-up scan.
+ */
+static int swap_dispatcher(struct server *s, struct config *next, char *err,
+                           size_t err_len)
+{
+    pthread_mutex_lock(&s->dispatch_lock);
+    struct dispatch *old = s->dispatch;
+    s->dispatch = NULL;
+    pthread_mutex_unlock(&s->dispatch_lock);
+    dispatch_stop(old, settle_deadline(s->cfg));
+    spool_barrier(s->spool);
+    spool_set_commit_cb(s->spool, NULL, NULL); /* old is about to go */
+    dispatch_destroy(old);
+    struct dispatch *d = dispatch_create(next, s->spool, err, err_len);
+    if (d && dispatch_start(d) != 0) {
+        snprintf(err, err_len, "cannot start the dispatcher: %s", strerror(errno));
+        dispatch_destroy(d);
+        d = NULL;
+    }
+    if (!d)
+        return -EIO;
+    pthread_mutex_lock(&s->dispatch_lock);
+    s->dispatch = d;
+    pthread_mutex_unlock(&s->dispatch_lock);
+    return 0;
+}
+
+/* Errors of a rejected reload: each logged, the first into @msg. */
+static void reject_reload(struct config_errors *errs, char *msg, size_t len)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        log_error("reload rejected; keeping the current config",
+                  LOG_FIELDS(LOG_S("error", errs->items[i])));
+    snprintf(msg, len, "%s", errs->n ? errs->items[0] : "invalid config");
+}
+
+/*
+ * SIGHUP and POST /v1/reload. Returns 0, -EINVAL (the new config is
+ * invalid: the old one stays in force) or -EIO (the new dispatcher could
+ * not start: the old config is restored).
+ */
+static int reload(struct server *s, char *msg, size_t msg_len)
+{
+    struct config_errors errs;
+    int rc = 0;
+    pthread_mutex_lock(&s->reload_lock);
+    struct config *next = load_config(&s->opt, &errs);
+    if (next && unsupported(next, msg, msg_len))
+        config_errors_add(&errs, "", "%s", msg);
+    if (errs.n) {
+        reject_reload(&errs, msg, msg_len);
+        config_destroy(next);
+        rc = -EINVAL;
+        goto out;
+    }
+    warn_restart_only(s->cfg, next);
+    ingest_set_config(s->ingest, next);
+    char err[512] = "";
+    if (swap_dispatcher(s, next, err, sizeof(err)) != 0) {
+        log_error("reload failed; restoring the previous config",
+                  LOG_FIELDS(LOG_S("error", err)));
+        ingest_set_config(s->ingest, s->cfg);
+        swap_dispatcher(s, s->cfg, err, sizeof(err));
+        config_destroy(next);
+        snprintf(msg, msg_len, "reload failed: %s", err);
+        rc = -EIO;
+        goto out;
+    }
+    log_setup(next->log.level, next->log.format);
+    config_destroy(s->cfg);
+    s->cfg = next;
+    log_info("reloaded", LOG_FIELDS(LOG_I("peers", next->n_peers),
+                                    LOG_I("routes", next->n_routes)));
+    snprintf(msg, msg_len, "reloaded");
+out:
+    config_errors_free(&errs);
+    pthread_mutex_unlock(&s->reload_lock);
+    return rc;
+}
+
+/* The main thread's loop: SIGHUP reloads, SIGTERM/SIGINT end it. */
+static int wait_for_stop_signal(struct server *s)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -185,7 +359,9 @@ static int wait_for_stop_signal(void)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            log_warn("SIGHUP ignored: configuration reload is not supported yet", LOG_NOFIELDS);
+            char msg[512];
+            log_info("reloading", LOG_FIELDS(LOG_S("signal", "SIGHUP")));
+            reload(s, msg, sizeof(msg));
             continue;
         }
         log_info("draining", LOG_FIELDS(LOG_S("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")));
@@ -196,15 +372,19 @@ static int wait_for_stop_signal(void)
 int serve_main(const struct serve_options *opt)
 {
     int64_t t0 = clock_mono_ms();
-    struct server s = {0};
+    struct server s = {.opt = *opt};
     atomic_init(&s.draining, false);
     s.cfg = serve_load_config(opt);
     if (!s.cfg)
         return 2;
-    if (refuse_unsupported(s.cfg) != 0) {
+    char why[256];
+    if (unsupported(s.cfg, why, sizeof(why))) {
+        fprintf(stderr, "ferry: %s\n", why);
         config_destroy(s.cfg);
         return 2;
     }
+    pthread_mutex_init(&s.reload_lock, NULL);
+    pthread_mutex_init(&s.dispatch_lock, NULL);
     log_setup(s.cfg->log.level, s.cfg->log.format);
     char *dump = config_dump_masked(s.cfg);
     log_info("starting", LOG_FIELDS(LOG_S("version", FERRY_VERSION), LOG_RAW("config", dump)));
@@ -223,13 +403,15 @@ int serve_main(const struct serve_options *opt)
 
     int rc = 0;
     if (start(&s, t0) == 0)
-        wait_for_stop_signal();
+        wait_for_stop_signal(&s);
     else
         rc = 1;
     drain_and_stop(&s);
     if (rc == 0)
         log_info("stopped", LOG_NOFIELDS);
     config_destroy(s.cfg);
+    pthread_mutex_destroy(&s.reload_lock);
+    pthread_mutex_destroy(&s.dispatch_lock);
     metrics_shutdown();
     curl_global_cleanup();
     return rc;
