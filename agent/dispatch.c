@@ -46,9 +46,30 @@
  * handle without an outcome (they stay pending in the spool), posts the
  * outcomes it has, and exits. Shutdown never dead-letters.
  *
- * Not yet: breakers (gate in start_one), signing and replies (peer_http.c),
- * and ordering by partitionkey (refill would hold back later deliveries of
- * a key whose head is in the window).
+ * Breakers. Each HTTP peer has a circuit breaker (breaker.h) that gates
+ * starting attempts, on monotonic time. RETRY-class results of attempts
+ * that reached the transport count as failures; a non-retryable status
+ * (the 4xx a delivery is dead-lettered for) is the peer answering, not
+ * failing; failures to even build a request are not the peer's and are
+ * not recorded. While the breaker is open nothing of that peer starts:
+ * loaded deliveries wait in its queue, due ones stay in the spool, no
+ * attempt is counted, nothing is dead-lettered (a delivery that grows too
+ * old meanwhile is dead-lettered when it is next considered, after the
+ * breaker let it through). The poll timeout wakes the loop when open_ms
+ * ends; then one delivery goes as the probe, and the rest follow at full
+ * max_in_flight once it succeeds. Every change is published to the
+ * peer's breaker_open (1 unless closed) and breaker_state gauges, and
+ * logged. Local sinks have no breaker.
+ *
+ * Replies. An HTTP peer's answer that may be a reply event arrives as
+ * job->reply (peer_http.c); once its delivery counts as delivered,
+ * reply.c parses it, routes it with d->cfg and queues it to the spool
+ * (asynchronously: the writer frees it after its commit). This happens
+ * before the delivery's outcome is posted, so the reply is durable no
+ * later than the outcome.
+ *
+ * Not yet: ordering by partitionkey (refill would hold back later
+ * deliveries of a key whose head is in the window).
  */
 #include "dispatch.h"
 
@@ -66,10 +87,12 @@
 
 #include <curl/curl.h>
 
+#include "breaker.h"
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "peer.h"
+#include "reply.h"
 #include "retry.h"
 
 #define POLL_MAX_MS 1000
@@ -221,6 +244,7 @@ static void job_free(struct peer_job *j)
         return;
     event_free(&j->ev);
     spool_delivery_free(&j->d);
+    peer_reply_destroy(j->reply);
     free(j);
 }
 
@@ -242,6 +266,10 @@ struct dpeer {
     struct jlist running;          /* async transfers in the multi */
     bool maybe_due;                /* the spool may hold due work */
     int64_t next_due_ms;           /* wall; earliest known future retry */
+    bool gated;                    /* has a breaker (HTTP peers) */
+    struct breaker br;             /* on monotonic ms */
+    enum breaker_state br_seen;    /* last state published */
+    int br_failures;               /* failures that opened it last */
 };
 
 /* Written by the spool writer's commit callback, read by the loop. */
@@ -324,6 +352,86 @@ static void set_in_flight(struct dispatch *d, struct dpeer *p, long delta)
     if (p->pm)
         atomic_store_explicit(&p->pm->in_flight, (long long)p->in_flight,
                               memory_order_relaxed);
+}
+
+/* ---- breakers ---------------------------------------------------------- */
+
+static enum metrics_breaker breaker_gauge(enum breaker_state s)
+{
+    return s == BREAKER_OPEN        ? METRICS_BREAKER_OPEN
+           : s == BREAKER_HALF_OPEN ? METRICS_BREAKER_HALF_OPEN
+                                    : METRICS_BREAKER_CLOSED;
+}
+
+static void log_breaker(const struct dpeer *p, enum breaker_state was)
+{
+    struct log_field f[] = {
+        LOG_S("peer", p->name),
+        LOG_I("failures", p->br_failures),
+        LOG_I("open_ms", p->br.open_ms),
+    };
+    size_t n = sizeof(f) / sizeof(f[0]);
+    if (p->br_seen == BREAKER_HALF_OPEN)
+        log_write(LOG_DEBUG, "circuit breaker half-open: sending a probe", 1,
+                  f);
+    else if (p->br_seen == BREAKER_CLOSED)
+        log_write(LOG_INFO, "circuit breaker closed", n, f);
+    else if (was == BREAKER_CLOSED)
+        log_write(LOG_WARN, "circuit breaker opened", n, f);
+    else /* the probe failed: open again, as every open_ms while down */
+        log_write(LOG_INFO, "circuit breaker probe failed: open again", n, f);
+}
+
+/* Publish and log @p's breaker state if it changed. */
+static void breaker_publish(struct dpeer *p)
+{
+    enum breaker_state was = p->br_seen;
+    if (p->br.state == was)
+        return;
+    p->br_seen = p->br.state;
+    if (p->br_seen == BREAKER_OPEN)
+        p->br_failures = p->br.failures;
+    if (p->pm) {
+        atomic_store_explicit(&p->pm->breaker_state,
+                              (int)breaker_gauge(p->br_seen),
+                              memory_order_relaxed);
+        atomic_store_explicit(&p->pm->breaker_open,
+                              p->br_seen != BREAKER_CLOSED,
+                              memory_order_relaxed);
+    }
+    log_breaker(p, was);
+}
+
+/* May @p start an attempt now? Sets *@probe for the half-open probe. */
+static bool breaker_gate(struct dpeer *p, int64_t mono, bool *probe)
+{
+    *probe = false;
+    if (!p->gated)
+        return true;
+    bool ok = breaker_allow(&p->br, mono, probe);
+    breaker_publish(p);
+    return ok;
+}
+
+/* What an attempt that reached the transport says about its peer. */
+static void breaker_note(struct dpeer *p, const struct peer_job *j)
+{
+    if (!p->gated)
+        return;
+    enum breaker_outcome o;
+    if (j->res.result == DELIVER_OK) {
+        o = BREAKER_SUCCESS;
+    } else if (j->res.result == DELIVER_RETRY) {
+        o = BREAKER_FAILURE;
+    } else if (j->res.status >= 100) {
+        o = BREAKER_ANSWERED;
+    } else { /* dead without an answer (a bad URL): no news of the peer */
+        if (j->probe)
+            breaker_release(&p->br);
+        return;
+    }
+    breaker_record(&p->br, o, j->probe, clock_mono_ms());
+    breaker_publish(p);
 }
 
 /* ---- commit callback (spool writer thread) ----------------------------- */
@@ -484,6 +592,41 @@ static void decide_retry(struct dispatch *d, const struct dpeer *p,
     o->next_ms = next;
 }
 
+/* ---- replies ----------------------------------------------------------- */
+
+/* @j was delivered and its answer may be a reply event: queue it. */
+static void queue_reply(struct dispatch *d, const struct dpeer *p,
+                       struct peer_job *j)
+{
+    struct peer_reply *r = j->reply;
+    j->reply = NULL;
+    struct event ev;
+    struct ce_error err;
+    int rc = reply_parse(r, &ev, &err);
+    if (rc <= 0) {
+        if (rc < 0)
+            log_warn("reply ignored", LOG_FIELDS(
+                LOG_S("peer", p->name), LOG_S("event_id", j->d.event_id),
+                LOG_I("status", r->status),
+                LOG_S("reason", rc == -ENOMEM ? "out of memory"
+                                              : err.message)));
+        peer_reply_destroy(r);
+        return;
+    }
+    char rid[128];
+    const char *id = event_attr(&ev, "id", NULL, 0);
+    snprintf(rid, sizeof(rid), "%s", id ? id : "");
+    long n = reply_submit(d->spool, d->cfg, &ev, r, p->name, clock_wall_ms());
+    if (n < 0)
+        log_warn("reply dropped", LOG_FIELDS(
+            LOG_S("peer", p->name), LOG_S("event_id", j->d.event_id),
+            LOG_S("reply_id", rid), LOG_S("error", strerror((int)-n))));
+    else
+        log_debug(n ? "reply queued" : "reply matched no route", LOG_FIELDS(
+            LOG_S("peer", p->name), LOG_S("event_id", j->d.event_id),
+            LOG_S("reply_id", rid), LOG_I("peers", n)));
+}
+
 /* Turn @j's result into an outcome, account for it, and free @j. */
 static void complete(struct dispatch *d, struct dpeer *p, struct peer_job *j)
 {
@@ -500,6 +643,8 @@ static void complete(struct dispatch *d, struct dpeer *p, struct peer_job *j)
     switch (j->res.result) {
     case DELIVER_OK:
         o.kind = SPOOL_DELIVERED;
+        if (j->reply)
+            queue_reply(d, p, j);
         break;
     case DELIVER_DEAD:
         o.kind = SPOOL_DEAD;
@@ -627,7 +772,9 @@ static void start_async(struct dispatch *d, struct dpeer *p,
                  "curl_multi_add_handle failed");
         rc = -ENOMEM;
     }
-    if (rc < 0) {
+    if (rc < 0) { /* never sent: no news of the peer for its breaker */
+        if (j->probe)
+            breaker_release(&p->br);
         j->res.result = rc == -EINVAL ? DELIVER_DEAD : DELIVER_RETRY;
         complete(d, p, j);
         return;
@@ -671,7 +818,8 @@ static void start_orphans(struct dispatch *d, struct dpeer *p)
     }
 }
 
-static void start_jobs(struct dispatch *d, struct dpeer *p, int64_t now)
+static void start_jobs(struct dispatch *d, struct dpeer *p, int64_t now,
+                       int64_t mono)
 {
     if (!p->ops) {
         start_orphans(d, p);
@@ -681,14 +829,20 @@ static void start_jobs(struct dispatch *d, struct dpeer *p, int64_t now)
         start_sync(d, p, now);
         return;
     }
-    /* A breaker's gate belongs here. */
-    while (p->queue.head && p->in_flight < p->max_in_flight) {
+    bool probe;
+    while (p->queue.head && p->in_flight < p->max_in_flight &&
+           breaker_gate(p, mono, &probe)) {
         struct peer_job *j = p->queue.head;
         jl_remove(&p->queue, j);
         enum readiness r = ready(d, p, j, now);
-        if (r == GO)
+        if (r == GO) {
+            j->probe = probe;
             start_async(d, p, j);
-        else if (r == REQUEUED)
+            continue;
+        }
+        if (probe) /* not sent: the next one probes */
+            breaker_release(&p->br);
+        if (r == REQUEUED)
             break;
     }
 }
@@ -764,6 +918,7 @@ static void collect_done(struct dispatch *d)
         jl_remove(&p->running, j);
         set_in_flight(d, p, -1);
         p->ops->finish(p->ctx, j, rc, clock_wall_ms());
+        breaker_note(p, j);
         complete(d, p, j);
     }
 }
@@ -802,6 +957,13 @@ static int poll_timeout(const struct dispatch *d, bool stopping, int64_t mono,
         return (int)clamp_ms(atomic_load(&d->deadline_ms) - mono, t);
     for (size_t i = 0; i < d->n_peers; i++) {
         const struct dpeer *p = &d->peers[i];
+        int64_t open_left = p->gated ? breaker_wait_ms(&p->br, mono) : -1;
+        if (open_left >= 0) { /* open: nothing to do until it ends */
+            t = clamp_ms(open_left, t);
+            continue;
+        }
+        if (p->gated && p->br.state == BREAKER_HALF_OPEN && p->br.probing)
+            continue; /* the probe's transfer wakes us */
         if (p->window >= p->window_cap)
             continue; /* a settlement or a finished transfer wakes us */
         if (p->maybe_due || (p->queue.n && p->in_flight < p->max_in_flight))
@@ -823,9 +985,16 @@ static bool turn(struct dispatch *d)
         (d->in_flight == 0 || mono >= atomic_load(&d->deadline_ms)))
         return false;
     int64_t now = clock_wall_ms();
-    for (size_t i = 0; !stopping && i < d->n_peers; i++) {
+    for (size_t i = 0; i < d->n_peers; i++) {
+        struct dpeer *p = &d->peers[i];
+        if (p->gated) { /* open_ms over: half-open, even with no traffic */
+            breaker_poll(&p->br, mono);
+            breaker_publish(p);
+        }
+        if (stopping)
+            continue;
         refill(d, i, now);
-        start_jobs(d, &d->peers[i], now);
+        start_jobs(d, p, now, mono);
     }
     int running;
     curl_multi_perform(d->multi, &running);
@@ -918,6 +1087,9 @@ static int init_peer(struct dispatch *d, size_t i, char *err, size_t err_len)
     p->window_cap = 2 * p->max_in_flight;
     p->maybe_due = true;
     p->next_due_ms = INT64_MAX;
+    p->gated = p->ops->async;
+    breaker_init(&p->br, &pc->breaker);
+    p->br_seen = BREAKER_CLOSED;
     p->ctx = p->ops->create(pc, err, err_len);
     if (!p->ctx)
         return -EINVAL;
@@ -926,6 +1098,9 @@ static int init_peer(struct dispatch *d, size_t i, char *err, size_t err_len)
         snprintf(err, err_len, "out of memory");
         return -ENOMEM;
     }
+    /* a new dispatcher (a reload) starts closed; the series may be old */
+    atomic_store(&p->pm->breaker_state, (int)METRICS_BREAKER_CLOSED);
+    atomic_store(&p->pm->breaker_open, 0);
     if (p->window_cap > d->page_cap)
         d->page_cap = p->window_cap;
     return 0;

@@ -3,7 +3,7 @@
  *
  * DESIGN
  * One dispatcher thread owns the curl multi handle, every easy handle, the
- * per-peer queues, in-flight counts and (later) breakers: nothing here is
+ * per-peer queues, in-flight counts and circuit breakers: nothing here is
  * shared, so nothing here is locked except the small inbox through which
  * the spool's commit callback hands over "new deliveries" and "these
  * outcomes are durable" (then curl_multi_wakeup).
@@ -15,6 +15,12 @@
  * up to max_in_flight at once, and posts each outcome to the spool writer.
  * A delivery leaves memory only when its outcome is durable, so a crash at
  * any point leads to redelivery, never to loss (at-least-once).
+ *
+ * Delivery policies: a circuit breaker per HTTP peer (breaker.h) gates
+ * starting attempts and publishes its state to the peer's metrics
+ * (breaker_open, breaker_state); signing is the HTTP back-end's (sign.h);
+ * reply events in 2xx answers are routed with the dispatcher's config and
+ * queued to the spool (reply.h).
  */
 #ifndef FERRY_DISPATCH_H
 #define FERRY_DISPATCH_H

@@ -16,7 +16,8 @@
 
 #include "buf.h"
 
-enum metrics_mode { METRICS_MODE_STRUCTURED = 0, METRICS_MODE_BINARY, METRICS_MODE_BATCH, METRICS_MODE__N };
+/* METRICS_MODE_REPLY: events a peer answered a delivery with (Prefer: reply). */
+enum metrics_mode { METRICS_MODE_STRUCTURED = 0, METRICS_MODE_BINARY, METRICS_MODE_BATCH, METRICS_MODE_REPLY, METRICS_MODE__N };
 
 enum metrics_reject {
     METRICS_REJECT_INVALID_JSON = 0,

@@ -36,6 +36,29 @@ struct peer_result {
     char error[160];        /* transport or I/O error text, "" when none */
 };
 
+/* The most of a reply we keep: body, and ce-* headers each. */
+#define PEER_REPLY_MAX ((size_t)1 << 20)
+
+/**
+ * A 2xx answer other than 202 and 204, kept because it may carry a reply
+ * event (Prefer: reply): its Content-Type, ce-* headers and body (the body
+ * only when the headers announce an event: a CloudEvents media type or
+ * ce-* headers). Only HTTP back-ends make one; the job owns it
+ * (peer_reply_destroy).
+ */
+struct peer_reply {
+    long status;
+    char *content_type; /* NULL when none */
+    char *headers;      /* ce-* headers as "name\0value\0" pairs, raw */
+    size_t headers_len; /* bytes of @headers */
+    char *body;         /* NUL-terminated; NULL when empty */
+    size_t body_len;
+    bool too_large;     /* over PEER_REPLY_MAX: what was kept is partial */
+};
+
+/** Free @r and what it owns. NULL-safe. */
+void peer_reply_destroy(struct peer_reply *r);
+
 /**
  * One delivery in the dispatcher's hands. The dispatcher owns it and its
  * fields; @io belongs to the back-end between start() and finish()/cancel().
@@ -47,9 +70,12 @@ struct peer_job {
     int64_t at_ms;           /* wall time the attempt started */
     int64_t t0_us;           /* monotonic start, for the duration */
     void *io;                /* back-end state of the running attempt */
+    struct peer_reply *reply; /* set by finish() when the answer may be a
+                               * reply event (owned; NULL otherwise) */
     /* the dispatcher's bookkeeping */
     CURL *easy;              /* async: the handle in the multi */
     size_t peer;             /* index of the dispatcher's peer */
+    bool probe;              /* the half-open breaker's probe */
     struct peer_job *prev, *next;
 };
 
@@ -69,15 +95,17 @@ struct peer_ops {
 
     /**
      * Prepare @job's request and return it in *@easy, with CURLOPT_PRIVATE
-     * set to @job, for the caller to add to its multi handle. Returns 0,
+     * set to @job, for the caller to add to its multi handle. @job->at_ms
+     * is the attempt's wall time (webhook-timestamp when signing). Returns 0,
      * -EINVAL when the event cannot be encoded (not retryable), or
      * -ENOMEM; on failure @job->res.error says why and nothing is held.
      */
     int (*start)(void *ctx, struct peer_job *job, CURL **easy);
     /**
      * curl finished @job's transfer with @rc (the caller has removed the
-     * handle from its multi handle): fill @job->res and take the handle
-     * back for reuse. @now_ms is wall time, for Retry-After dates.
+     * handle from its multi handle): fill @job->res (and @job->reply for a
+     * 2xx answer that may be a reply event) and take the handle back for
+     * reuse. @now_ms is wall time, for Retry-After dates.
      */
     void (*finish)(void *ctx, struct peer_job *job, CURLcode rc,
                    int64_t now_ms);

@@ -9,16 +9,28 @@
  * connections themselves live in the dispatcher's multi handle's pool, so
  * keep-alive works across handles.
  *
- * The response body is read and thrown away (a reply event is a later
- * feature); only the status and Retry-After matter now.
+ * The answer. Its status and Retry-After decide the outcome (retry.h).
+ * Requests say "Prefer: reply", so a 2xx answer other than 202 and 204
+ * may carry a reply event: only for those are the Content-Type and the
+ * ce-* headers kept, and the body too when the headers announce an event
+ * (each capped at PEER_REPLY_MAX; past that the rest is read and dropped,
+ * and the reply is marked too large); reply.c decides. Any other body is
+ * discarded as it arrives.
+ *
+ * Signing. With signing_secret set, the secret is decoded once, at
+ * create, and each request carries the Standard Webhooks headers over its
+ * final body (sign.h), webhook-timestamp being the attempt's start.
  */
 #include "peer.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "sign.h"
 
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "dev"
@@ -30,6 +42,9 @@
 /* An idle handle keeps buffers up to this size for the next request. */
 #define KEEP_BUF_MAX ((size_t)1 << 20)
 
+/* The longest Content-Type of a reply we keep. */
+#define REPLY_TYPE_MAX 1024
+
 /* One configured easy handle and its per-request buffers. */
 struct http_xfer {
     CURL *easy;
@@ -38,11 +53,18 @@ struct http_xfer {
     struct buf line; /* scratch for "Name: value" */
     char retry_after[80];
     char errbuf[CURL_ERROR_SIZE];
+    /* the answer, kept only when it may be a reply (see the top) */
+    bool capture;
+    bool too_large;
+    struct buf rtype; /* Content-Type */
+    struct buf rhdrs; /* ce-* headers, "name\0value\0" */
+    struct buf rbody;
     struct http_xfer *next; /* free-list */
 };
 
 struct http_peer {
     const struct peer_config *pc;
+    struct sign_key *key;   /* NULL: unsigned */
     struct http_xfer *idle; /* free-list of configured handles */
     size_t n_idle;
     size_t max_idle;
@@ -50,22 +72,109 @@ struct http_peer {
 
 /* ---- handles ---------------------------------------------------------- */
 
-static size_t discard_cb(char *p, size_t size, size_t n, void *arg)
+/* The body: kept when it may be a reply, else dropped as it arrives. */
+static size_t body_cb(char *p, size_t size, size_t n, void *arg)
 {
-    (void)p;
-    (void)arg;
-    return size * n;
+    struct http_xfer *x = arg;
+    size_t len = size * n;
+    if (x->capture && !x->too_large && buf_append(&x->rbody, p, len) != 0)
+        x->too_large = true; /* -E2BIG, or -ENOMEM: either way not kept */
+    return len;
+}
+
+/* Forget what an earlier response (a 1xx, or a redirect) left. */
+static void reset_answer(struct http_xfer *x)
+{
+    x->retry_after[0] = '\0';
+    x->capture = false;
+    x->too_large = false;
+    buf_reset(&x->rtype);
+    buf_reset(&x->rhdrs);
+    buf_reset(&x->rbody);
+}
+
+/* "HTTP/1.1 200 OK": may this answer carry a reply event? */
+static bool reply_status(const char *p, size_t len)
+{
+    char line[32];
+    size_t n = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
+    memcpy(line, p, n);
+    line[n] = '\0';
+    const char *sp = strchr(line, ' ');
+    if (!sp)
+        return false;
+    char *end;
+    long status = strtol(sp + 1, &end, 10);
+    return end != sp + 1 && status >= 200 && status < 300 && status != 202 &&
+           status != 204;
+}
+
+/* A header line without its line end and surrounding blanks. */
+static void trim(const char **v, size_t *len)
+{
+    while (*len && (**v == ' ' || **v == '\t')) {
+        (*v)++;
+        (*len)--;
+    }
+    while (*len && strchr(" \t\r\n", (*v)[*len - 1]))
+        (*len)--;
+}
+
+/* Keep Content-Type and ce-* headers of an answer that may be a reply. */
+static void keep_header(struct http_xfer *x, const char *p, size_t len)
+{
+    const char *colon = memchr(p, ':', len);
+    if (!colon)
+        return;
+    size_t nlen = (size_t)(colon - p);
+    const char *v = colon + 1;
+    size_t vlen = len - nlen - 1;
+    trim(&v, &vlen);
+    int rc = 0;
+    if (nlen == 12 && strncasecmp(p, "content-type", 12) == 0) {
+        buf_reset(&x->rtype);
+        rc = buf_append(&x->rtype, v, vlen);
+    } else if (nlen > 3 && strncasecmp(p, "ce-", 3) == 0) {
+        size_t mark = x->rhdrs.len;
+        rc = buf_append(&x->rhdrs, p, nlen);
+        if (!rc)
+            rc = buf_append(&x->rhdrs, "", 1);
+        if (!rc)
+            rc = buf_append(&x->rhdrs, v, vlen);
+        if (!rc)
+            rc = buf_append(&x->rhdrs, "", 1);
+        if (rc) { /* drop the partial pair */
+            x->rhdrs.len = mark;
+            if (x->rhdrs.data)
+                x->rhdrs.data[mark] = '\0';
+        }
+    }
+    if (rc)
+        x->too_large = true;
+}
+
+/* At the end of the headers: keep the body only if they announce an
+ * event (a CloudEvents media type or ce-* headers), so plain answers are
+ * never copied. Past the header cap we cannot tell: keep, and let the
+ * reply be reported as too large. */
+static bool may_be_event(const struct http_xfer *x)
+{
+    static const char ce[] = "application/cloudevents";
+    return x->too_large || x->rhdrs.len ||
+           (x->rtype.len >= sizeof(ce) - 1 &&
+            strncasecmp(x->rtype.data, ce, sizeof(ce) - 1) == 0);
 }
 
 /* Remembers Retry-After of the final response (a new status line, e.g.
- * after a 1xx, starts over). */
+ * after a 1xx, starts over), and what a reply needs. */
 static size_t header_cb(char *p, size_t size, size_t n, void *arg)
 {
     struct http_xfer *x = arg;
     size_t len = size * n;
     static const char name[] = "retry-after:";
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        x->retry_after[0] = '\0';
+        reset_answer(x);
+        x->capture = reply_status(p, len);
     } else if (len > sizeof(name) - 1 &&
                strncasecmp(p, name, sizeof(name) - 1) == 0) {
         size_t vlen = len - (sizeof(name) - 1);
@@ -73,6 +182,10 @@ static size_t header_cb(char *p, size_t size, size_t n, void *arg)
             vlen = sizeof(x->retry_after) - 1; /* retry_after_parse rejects */
         memcpy(x->retry_after, p + sizeof(name) - 1, vlen);
         x->retry_after[vlen] = '\0';
+    } else if (x->capture && (p[0] == '\r' || p[0] == '\n')) {
+        x->capture = may_be_event(x); /* the blank line: headers done */
+    } else if (x->capture) {
+        keep_header(x, p, len);
     }
     return len;
 }
@@ -105,7 +218,9 @@ static CURLcode setup_easy(CURL *e, const struct peer_config *pc,
     if (!rc)
         rc = curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     if (!rc)
-        rc = curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_cb);
+        rc = curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_cb);
+    if (!rc)
+        rc = curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     if (!rc)
         rc = curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     /* TLS to the peer: the CA to trust and an optional client cert. */
@@ -127,6 +242,9 @@ static void xfer_destroy(struct http_xfer *x)
     curl_slist_free_all(x->headers);
     buf_free(&x->body);
     buf_free(&x->line);
+    buf_free(&x->rtype);
+    buf_free(&x->rhdrs);
+    buf_free(&x->rbody);
     free(x);
 }
 
@@ -137,6 +255,9 @@ static struct http_xfer *xfer_create(const struct peer_config *pc)
         return NULL;
     buf_init(&x->body, BODY_MAX);
     buf_init(&x->line, BODY_MAX);
+    buf_init(&x->rtype, REPLY_TYPE_MAX);
+    buf_init(&x->rhdrs, PEER_REPLY_MAX);
+    buf_init(&x->rbody, PEER_REPLY_MAX);
     x->easy = curl_easy_init();
     if (!x->easy || setup_easy(x->easy, pc, x) != CURLE_OK) {
         xfer_destroy(x);
@@ -168,6 +289,7 @@ static void put_xfer(struct http_peer *hp, struct http_xfer *x)
         buf_free(&x->body);
     buf_reset(&x->body);
     buf_reset(&x->line);
+    reset_answer(x);
     if (hp->n_idle >= hp->max_idle) {
         xfer_destroy(x);
         return;
@@ -255,20 +377,45 @@ static int build_body(const struct peer_config *pc, struct http_xfer *x,
     return bc.has_type ? 0 : add_header(x, "Content-Type", "");
 }
 
-static int build_request(const struct peer_config *pc, struct http_xfer *x,
-                         const struct event *ev, const char **body,
+/* Standard Webhooks headers over the final @body (see sign.h). */
+static int add_signature(const struct http_peer *hp, struct http_xfer *x,
+                         const struct peer_job *job, const char *body,
+                         size_t len)
+{
+    char id[SIGN_ID_LEN], sig[SIGN_SIGNATURE_LEN], ts[24];
+    int64_t ts_s = job->at_ms / 1000;
+    const char *source = event_attr(&job->ev, "source", NULL, 0);
+    const char *eid = event_attr(&job->ev, "id", NULL, 0);
+    int rc = sign_webhook_id(hp->pc->name, source, eid, id);
+    if (!rc)
+        rc = sign_webhook(hp->key, id, ts_s, body, len, sig);
+    if (!rc)
+        snprintf(ts, sizeof(ts), "%" PRId64, ts_s);
+    if (!rc)
+        rc = add_header(x, "webhook-id", id);
+    if (!rc)
+        rc = add_header(x, "webhook-timestamp", ts);
+    if (!rc)
+        rc = add_header(x, "webhook-signature", sig);
+    return rc;
+}
+
+static int build_request(const struct http_peer *hp, struct http_xfer *x,
+                         const struct peer_job *job, const char **body,
                          size_t *len)
 {
-    int rc = build_body(pc, x, ev, body, len);
+    const struct peer_config *pc = hp->pc;
+    int rc = build_body(pc, x, &job->ev, body, len);
     if (!rc)
-        rc = add_trace_headers(x, ev);
+        rc = add_trace_headers(x, &job->ev);
     for (size_t i = 0; !rc && i < pc->n_headers; i++)
         rc = add_header(x, pc->headers[i].name, pc->headers[i].value);
     if (!rc)
         rc = add_header(x, "Prefer", "reply");
     if (!rc) /* an empty value removes the header: no 100-continue pause */
         rc = add_header(x, "Expect", "");
-    /* Signing (Standard Webhooks) goes here, once the body is final. */
+    if (!rc && hp->key)
+        rc = add_signature(hp, x, job, *body ? *body : "", *len);
     return rc;
 }
 
@@ -285,7 +432,7 @@ static int http_start(void *ctx, struct peer_job *job, CURL **easy)
     }
     x->retry_after[0] = '\0';
     x->errbuf[0] = '\0';
-    int rc = build_request(hp->pc, x, &job->ev, &body, &len);
+    int rc = build_request(hp, x, job, &body, &len);
     if (!rc &&
         (curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers) ||
          curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE,
@@ -302,6 +449,41 @@ static int http_start(void *ctx, struct peer_job *job, CURL **easy)
     job->io = x;
     *easy = x->easy;
     return 0;
+}
+
+void peer_reply_destroy(struct peer_reply *r)
+{
+    if (!r)
+        return;
+    free(r->content_type);
+    free(r->headers);
+    free(r->body);
+    free(r);
+}
+
+/* The answer as a possible reply, taking @x's buffers; NULL when it
+ * carries nothing (an empty body and no ce-* headers) or on -ENOMEM. */
+static struct peer_reply *take_reply(struct http_xfer *x, long status)
+{
+    if (!x->rbody.len && !x->rhdrs.len && !x->too_large)
+        return NULL;
+    struct peer_reply *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->status = status;
+    r->too_large = x->too_large;
+    bool ok = true;
+    if (x->rtype.len)
+        ok = (r->content_type = buf_take(&x->rtype, NULL)) != NULL;
+    if (ok && x->rhdrs.len)
+        ok = (r->headers = buf_take(&x->rhdrs, &r->headers_len)) != NULL;
+    if (ok && x->rbody.len)
+        ok = (r->body = buf_take(&x->rbody, &r->body_len)) != NULL;
+    if (!ok) {
+        peer_reply_destroy(r);
+        return NULL;
+    }
+    return r;
 }
 
 static void http_finish(void *ctx, struct peer_job *job, CURLcode rc,
@@ -322,6 +504,8 @@ static void http_finish(void *ctx, struct peer_job *job, CURLcode rc,
     if (rc != CURLE_OK)
         snprintf(res->error, sizeof(res->error), "%.159s",
                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+    if (res->result == DELIVER_OK && x->capture)
+        job->reply = take_reply(x, status);
     job->io = NULL;
     put_xfer(hp, x);
 }
@@ -351,6 +535,15 @@ static void *http_create(const struct peer_config *pc, char *err,
     }
     hp->pc = pc;
     hp->max_idle = pc->max_in_flight > 0 ? (size_t)pc->max_in_flight : 1;
+    if (pc->signing_secret) {
+        char why[160];
+        hp->key = sign_key_create(pc->signing_secret, why, sizeof(why));
+        if (!hp->key) {
+            snprintf(err, err_len, "peer \"%s\": %s", pc->name, why);
+            free(hp);
+            return NULL;
+        }
+    }
     return hp;
 }
 
@@ -364,6 +557,7 @@ static void http_destroy(void *ctx)
         hp->idle = x->next;
         xfer_destroy(x);
     }
+    sign_key_destroy(hp->key);
     free(hp);
 }
 

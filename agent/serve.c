@@ -107,7 +107,7 @@ struct config *serve_load_config(const struct serve_options *opt)
 
 /*
  * Contract features that later versions implement. Refusing to start (or
- * to reload) is safer than running without TLS the operator asked for.
+ * to reload) is safer than running without the TLS the operator asked for.
  * Returns true with the reason in @msg.
  */
 static bool unsupported(const struct config *cfg, char *msg, size_t len)
@@ -117,10 +117,6 @@ static bool unsupported(const struct config *cfg, char *msg, size_t len)
         what = "tls";
     else if (cfg->n_schedules)
         what = "schedules";
-    for (size_t i = 0; !what && i < cfg->n_peers; i++) {
-        if (cfg->peers[i].signing_secret)
-            what = "peers.*.signing_secret";
-    }
     if (what)
         snprintf(msg, len, "%s: not supported by ferry %s yet", what, FERRY_VERSION);
     return what != NULL;

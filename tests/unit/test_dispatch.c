@@ -2,8 +2,11 @@
  * test_dispatch: the dispatcher against a real spool (in a temp dir) and a
  * real loopback HTTP peer (libmicrohttpd on port 0) whose answers each
  * test scripts. Conditions are awaited with bounded polling; nothing here
- * asserts on durations. Delays and attempt history are read back from the
- * spool (its reader API and, for dead letters, its tables).
+ * asserts on durations (a few checks that something does NOT happen watch
+ * for a while). Delays and attempt history are read back from the spool
+ * (its reader API and, for dead letters, its tables). Also: circuit
+ * breakers, Standard Webhooks signatures (checked with a one-shot HMAC,
+ * not with sign.c) and reply events.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,11 +33,14 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "clock.h"
 #include "config.h"
 #include "dispatch.h"
 #include "event.h"
+#include "filter.h"
 #include "log.h"
 #include "metrics.h"
 #include "spool.h"
@@ -49,6 +55,8 @@ struct step {
     int status;
     const char *retry_after; /* NULL: no header */
     bool hang;               /* hold the answer until released */
+    const char *body;        /* NULL: {"ok":true} */
+    const char *headers[13]; /* name, value, ..., NULL */
 };
 
 struct req {
@@ -151,10 +159,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
     if (st.hang)
         hold(s);
     static char ok[] = "{\"ok\":true}";
+    const char *body = st.body ? st.body : ok;
     struct MHD_Response *resp = MHD_create_response_from_buffer(
-        sizeof(ok) - 1, ok, MHD_RESPMEM_PERSISTENT);
+        strlen(body), (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
     if (st.retry_after)
         MHD_add_response_header(resp, "Retry-After", st.retry_after);
+    for (size_t i = 0; st.headers[i] && st.headers[i + 1]; i += 2)
+        MHD_add_response_header(resp, st.headers[i], st.headers[i + 1]);
     enum MHD_Result rc = MHD_queue_response(c, (unsigned)st.status, resp);
     MHD_destroy_response(resp);
     return rc;
@@ -260,6 +271,8 @@ struct fixture {
     struct server srv;
     struct config cfg;
     struct peer_config peers[3];
+    struct route_config routes[2];
+    size_t route_to[2][3];
     struct spool *spool;
     struct dispatch *d;
     struct spool_reader *reader; /* the test thread's */
@@ -393,7 +406,10 @@ static int teardown(void **state)
             free(pc->headers[k].value);
         }
         free(pc->headers);
+        free(pc->signing_secret);
     }
+    for (size_t i = 0; i < f->cfg.n_routes; i++)
+        filter_destroy(f->routes[i].filter);
     nftw(f->dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
     free(f);
     return 0;
@@ -543,6 +559,29 @@ static void dead_letter(struct fixture *f, const char *peer,
 }
 
 static const char *const to_a[] = {"a"};
+
+/* A route from the events @filter_json matches (NULL: all) to peer @to. */
+static void add_route(struct fixture *f, const char *filter_json, size_t to)
+{
+    assert_true(f->cfg.n_routes < 2);
+    struct route_config *rc = &f->routes[f->cfg.n_routes];
+    memset(rc, 0, sizeof(*rc));
+    if (filter_json) {
+        json_t *j = json_loads(filter_json, 0, NULL);
+        assert_non_null(j);
+        struct config_errors errs;
+        config_errors_init(&errs);
+        rc->filter = filter_parse(j, "routes[0].filter", &errs);
+        assert_non_null(rc->filter);
+        config_errors_free(&errs);
+        json_decref(j);
+    }
+    f->route_to[f->cfg.n_routes][0] = to;
+    rc->to = f->route_to[f->cfg.n_routes];
+    rc->n_to = 1;
+    f->cfg.routes = f->routes;
+    f->cfg.n_routes++;
+}
 
 /* ---- tests: HTTP ------------------------------------------------------ */
 
@@ -1005,6 +1044,387 @@ static void test_dispatch_heartbeat_advances(void **state)
     WAIT_FOR(dispatch_heartbeat_ms(f->d) > first);
 }
 
+/* ---- tests: circuit breaker ------------------------------------------- */
+
+/* Attempts so far of the pending delivery of @event_id to @peer, or -1. */
+static int attempts_of(struct fixture *f, const char *peer,
+                       const char *event_id)
+{
+    struct spool_delivery rows[8];
+    long n = spool_fetch_due(f->reader, peer, INT64_MAX, 8, NULL, NULL, rows);
+    int attempts = -1;
+    for (long i = 0; i < n; i++) {
+        if (strcmp(rows[i].event_id, event_id) == 0)
+            attempts = rows[i].attempts;
+        spool_delivery_free(&rows[i]);
+    }
+    return attempts;
+}
+
+static int breaker_gauge(const char *peer)
+{
+    return atomic_load(&metrics_peer(peer)->breaker_state);
+}
+
+static int breaker_open_gauge(const char *peer)
+{
+    return atomic_load(&metrics_peer(peer)->breaker_open);
+}
+
+static void test_dispatch_breaker_opens_and_holds_deliveries(void **state)
+{
+    struct fixture *f = *state;
+    struct peer_config *pc = add_http_peer(f, "a", "/", PEER_MODE_BINARY);
+    pc->breaker.failure_threshold = 3;
+    pc->breaker.open_ms = 60000;
+    pc->retry.max_attempts = 10;
+    static const struct step steps[] = {
+        {.status = 503}, {.status = 500}, {.status = 502}, {.status = 503},
+        {.status = 503}, {.status = 503}, {.status = 503}, {.status = 503}};
+    server_script(&f->srv, steps, 8);
+    start(f);
+    assert_int_equal(breaker_open_gauge("a"), 0);
+    assert_int_equal(breaker_gauge("a"), METRICS_BREAKER_CLOSED);
+    submit_simple(f->spool, "b1", to_a, 1);
+    WAIT_FOR(breaker_open_gauge("a") == 1);
+    assert_int_equal(breaker_gauge("a"), METRICS_BREAKER_OPEN);
+    assert_int_equal(server_count(&f->srv), 3);
+    submit_simple(f->spool, "b2", to_a, 1);
+    WAIT_FOR(attempts_of(f, "a", "b1") == 3);
+    /* many backoff periods (10..40 ms) pass: nothing is attempted */
+    sleep_ms(500);
+    assert_int_equal(server_count(&f->srv), 3);
+    assert_int_equal(attempts_of(f, "a", "b1"), 3);
+    assert_int_equal(attempts_of(f, "a", "b2"), 0);
+    assert_int_equal(pending_of(f, "a"), 2);
+    assert_int_equal(dead_of(f, "a"), 0);
+    assert_int_equal(breaker_gauge("a"), METRICS_BREAKER_OPEN);
+}
+
+static void test_dispatch_breaker_probe_then_recovery(void **state)
+{
+    struct fixture *f = *state;
+    struct peer_config *pc = add_http_peer(f, "a", "/", PEER_MODE_BINARY);
+    pc->breaker.failure_threshold = 2;
+    pc->breaker.open_ms = 300;
+    pc->max_in_flight = 4;
+    static const struct step steps[] = {
+        {.status = 503}, {.status = 503}, {.status = 200, .hang = true}};
+    server_script(&f->srv, steps, 3);
+    start(f);
+    submit_simple(f->spool, "p0", to_a, 1);
+    WAIT_FOR(breaker_open_gauge("a") == 1);
+    submit_simple(f->spool, "p1", to_a, 1);
+    submit_simple(f->spool, "p2", to_a, 1);
+    submit_simple(f->spool, "p3", to_a, 1);
+    /* after open_ms exactly one probe goes (and hangs) */
+    WAIT_FOR(server_count(&f->srv) == 3);
+    assert_int_equal(breaker_gauge("a"), METRICS_BREAKER_HALF_OPEN);
+    assert_int_equal(breaker_open_gauge("a"), 1);
+    sleep_ms(300);
+    assert_int_equal(server_count(&f->srv), 3);
+    server_release(&f->srv);
+    WAIT_FOR(pending_of(f, "a") == 0 && server_count(&f->srv) == 6);
+    WAIT_FOR(breaker_open_gauge("a") == 0);
+    assert_int_equal(breaker_gauge("a"), METRICS_BREAKER_CLOSED);
+    assert_int_equal(dead_of(f, "a"), 0);
+    bool seen[4] = {false, false, false, false};
+    for (size_t i = 2; i < 6; i++) {
+        const char *id = req_header(&f->srv.reqs[i], "ce-id");
+        assert_non_null(id);
+        assert_true(id[0] == 'p' && id[1] >= '0' && id[1] <= '3');
+        seen[id[1] - '0'] = true;
+    }
+    for (size_t i = 0; i < 4; i++)
+        assert_true(seen[i]);
+}
+
+static void test_dispatch_breaker_ignores_4xx(void **state)
+{
+    struct fixture *f = *state;
+    struct peer_config *pc = add_http_peer(f, "a", "/", PEER_MODE_BINARY);
+    pc->breaker.failure_threshold = 1;
+    static const struct step steps[] = {{.status = 400}, {.status = 404}};
+    server_script(&f->srv, steps, 2);
+    start(f);
+    submit_simple(f->spool, "x1", to_a, 1);
+    submit_simple(f->spool, "x2", to_a, 1);
+    WAIT_FOR(dead_of(f, "a") == 2);
+    submit_simple(f->spool, "x3", to_a, 1);
+    WAIT_FOR(pending_of(f, "a") == 0 && server_count(&f->srv) == 3);
+    assert_int_equal(breaker_open_gauge("a"), 0);
+    assert_int_equal(breaker_gauge("a"), METRICS_BREAKER_CLOSED);
+}
+
+/* ---- tests: signing --------------------------------------------------- */
+
+#define VEC_SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+/* Check @r's Standard Webhooks headers with a one-shot HMAC. */
+static void assert_signed(const struct req *r, int64_t t0_s)
+{
+    const char *id = req_header(r, "webhook-id");
+    const char *ts = req_header(r, "webhook-timestamp");
+    const char *sig = req_header(r, "webhook-signature");
+    assert_non_null(id);
+    assert_non_null(ts);
+    assert_non_null(sig);
+    assert_int_equal(strlen(id), 36);
+    assert_memory_equal(id, "msg_", 4);
+    char *end;
+    long long t = strtoll(ts, &end, 10);
+    assert_true(*end == '\0' && t >= t0_s && t <= (long long)time(NULL));
+    unsigned char key[64];
+    int klen = EVP_DecodeBlock(key, (const unsigned char *)VEC_SECRET + 6,
+                               (int)strlen(VEC_SECRET) - 6);
+    assert_int_equal(klen, 24);
+    size_t hn = strlen(id) + strlen(ts) + 2;
+    unsigned char *msg = malloc(hn + r->body_len + 1);
+    assert_non_null(msg);
+    snprintf((char *)msg, hn + 1, "%s.%s.", id, ts);
+    if (r->body_len)
+        memcpy(msg + hn, r->body, r->body_len);
+    unsigned char mac[32];
+    unsigned int mlen = 0;
+    assert_non_null(HMAC(EVP_sha256(), key, klen, msg, hn + r->body_len, mac,
+                         &mlen));
+    free(msg);
+    char want[64] = "v1,";
+    EVP_EncodeBlock((unsigned char *)want + 3, mac, (int)mlen);
+    assert_string_equal(sig, want);
+}
+
+static const struct req *req_to(struct fixture *f, const char *path,
+                                size_t nth)
+{
+    for (size_t i = 0; i < server_count(&f->srv); i++)
+        if (strcmp(f->srv.reqs[i].path, path) == 0 && nth-- == 0)
+            return &f->srv.reqs[i];
+    fail_msg("no request %zu to %s", nth, path);
+    return NULL;
+}
+
+static void test_dispatch_signs_binary_and_structured(void **state)
+{
+    struct fixture *f = *state;
+    add_http_peer(f, "a", "/a", PEER_MODE_BINARY)->signing_secret =
+        xstrdup(VEC_SECRET);
+    add_http_peer(f, "b", "/b", PEER_MODE_STRUCTURED)->signing_secret =
+        xstrdup(VEC_SECRET);
+    int64_t t0_s = (int64_t)time(NULL);
+    start(f);
+    static const char *const both[] = {"a", "b"};
+    submit_json(f->spool,
+                "{\"specversion\":\"1.0\",\"id\":\"s1\",\"source\":\"/src\","
+                "\"type\":\"t\",\"datacontenttype\":\"application/json\","
+                "\"data\":{\"k\":[1,2,3]}}",
+                both, 2, clock_wall_ms());
+    WAIT_FOR(server_count(&f->srv) == 2 && pending_of(f, "a") == 0 &&
+             pending_of(f, "b") == 0);
+    const struct req *ra = req_to(f, "/a", 0), *rb = req_to(f, "/b", 0);
+    assert_signed(ra, t0_s);
+    assert_signed(rb, t0_s);
+    assert_true(rb->body_len > 0 && strstr(rb->body, "\"s1\""));
+    /* one message per peer */
+    assert_string_not_equal(req_header(ra, "webhook-id"),
+                            req_header(rb, "webhook-id"));
+}
+
+static void test_dispatch_signed_retry_keeps_webhook_id(void **state)
+{
+    struct fixture *f = *state;
+    add_http_peer(f, "a", "/a", PEER_MODE_BINARY)->signing_secret =
+        xstrdup(VEC_SECRET);
+    static const struct step steps[] = {{.status = 503}, {.status = 500}};
+    server_script(&f->srv, steps, 2);
+    int64_t t0_s = (int64_t)time(NULL);
+    start(f);
+    submit_simple(f->spool, "rt", to_a, 1);
+    submit_simple(f->spool, "rt2", to_a, 1);
+    WAIT_FOR(pending_of(f, "a") == 0 && server_count(&f->srv) == 4);
+    const char *ids[2] = {NULL, NULL};
+    for (size_t i = 0; i < 4; i++) {
+        const struct req *r = &f->srv.reqs[i];
+        assert_signed(r, t0_s);
+        size_t k = strcmp(req_header(r, "ce-id"), "rt") == 0 ? 0 : 1;
+        if (!ids[k])
+            ids[k] = req_header(r, "webhook-id");
+        else
+            assert_string_equal(ids[k], req_header(r, "webhook-id"));
+    }
+    assert_non_null(ids[0]);
+    assert_non_null(ids[1]);
+    assert_string_not_equal(ids[0], ids[1]);
+}
+
+static void test_dispatch_unsigned_peer_has_no_webhook_headers(void **state)
+{
+    struct fixture *f = *state;
+    add_http_peer(f, "a", "/a", PEER_MODE_BINARY);
+    start(f);
+    submit_simple(f->spool, "u1", to_a, 1);
+    WAIT_FOR(server_count(&f->srv) == 1 && pending_of(f, "a") == 0);
+    assert_null(req_header(&f->srv.reqs[0], "webhook-id"));
+    assert_null(req_header(&f->srv.reqs[0], "webhook-signature"));
+}
+
+static void test_dispatch_bad_signing_secret_fails_create(void **state)
+{
+    struct fixture *f = *state;
+    add_http_peer(f, "a", "/a", PEER_MODE_BINARY)->signing_secret =
+        xstrdup("whsec_abc");
+    f->spool = open_spool(f);
+    char err[256] = "";
+    assert_null(dispatch_create(&f->cfg, f->spool, err, sizeof(err)));
+    assert_non_null(strstr(err, "peer \"a\""));
+    assert_non_null(strstr(err, "whsec_"));
+}
+
+/* ---- tests: replies --------------------------------------------------- */
+
+#define REPLY_TYPE_ROUTE "{\"exact\":{\"type\":\"com.example.reply\"}}"
+#define REPLY_JSON                                                           \
+    "{\"specversion\":\"1.0\",\"id\":\"rep-1\",\"source\":\"/peer-a\","      \
+    "\"type\":\"com.example.reply\",\"data\":{\"pong\":true}}"
+
+/* Peers a (answers) and b (gets replies); replies route to b. */
+static void reply_setup(struct fixture *f, const struct step *first)
+{
+    add_http_peer(f, "a", "/a", PEER_MODE_BINARY);
+    add_http_peer(f, "b", "/b", PEER_MODE_BINARY);
+    add_route(f, REPLY_TYPE_ROUTE, 1);
+    struct step steps[2] = {*first, {.status = 200, .hang = true}};
+    server_script(&f->srv, steps, 2);
+    start(f);
+}
+
+/* The reply @id is pending for b (its delivery hangs), then goes. */
+static const struct req *reply_reaches_b(struct fixture *f, const char *id)
+{
+    WAIT_FOR(server_count(&f->srv) >= 2);
+    struct spool_delivery row;
+    memset(&row, 0, sizeof(row));
+    WAIT_FOR(pending_after(f, "b", 0, &row));
+    assert_string_equal(row.event_id, id);
+    spool_delivery_free(&row);
+    server_release(&f->srv);
+    WAIT_FOR(pending_of(f, "a") == 0 && pending_of(f, "b") == 0);
+    const struct req *r = &f->srv.reqs[1];
+    assert_string_equal(r->path, "/b");
+    assert_string_equal(req_header(r, "ce-id"), id);
+    assert_string_equal(req_header(r, "ce-type"), "com.example.reply");
+    return r;
+}
+
+static void test_dispatch_reply_structured_is_routed(void **state)
+{
+    struct fixture *f = *state;
+    const struct step first = {
+        .status = 200,
+        .body = REPLY_JSON,
+        .headers = {"Content-Type",
+                    "application/cloudevents+json; charset=utf-8", NULL}};
+    reply_setup(f, &first);
+    long long rep0 = metrics_received_total(METRICS_MODE_REPLY);
+    submit_simple(f->spool, "q1", to_a, 1);
+    const struct req *r = reply_reaches_b(f, "rep-1");
+    assert_string_equal(req_header(r, "ce-source"), "/peer-a");
+    json_t *data = json_loadb(r->body, r->body_len, 0, NULL);
+    assert_non_null(data);
+    assert_true(json_is_true(json_object_get(data, "pong")));
+    json_decref(data);
+    assert_int_equal(metrics_received_total(METRICS_MODE_REPLY), rep0 + 1);
+    assert_int_equal(dead_of(f, "a"), 0);
+}
+
+static void test_dispatch_reply_binary_is_routed(void **state)
+{
+    struct fixture *f = *state;
+    const struct step first = {
+        .status = 201,
+        .body = "pong",
+        .headers = {"ce-specversion", "1.0", "ce-id", "rep-2", "ce-source",
+                    "/peer%20a", "ce-type", "com.example.reply",
+                    "Content-Type", "text/plain", NULL}};
+    reply_setup(f, &first);
+    submit_simple(f->spool, "q2", to_a, 1);
+    const struct req *r = reply_reaches_b(f, "rep-2");
+    assert_string_equal(req_header(r, "ce-source"), "/peer%20a");
+    assert_string_equal(req_header(r, "Content-Type"), "text/plain");
+    assert_int_equal(r->body_len, 4);
+    assert_memory_equal(r->body, "pong", 4);
+}
+
+static void test_dispatch_invalid_or_202_reply_ignored(void **state)
+{
+    struct fixture *f = *state;
+    add_http_peer(f, "a", "/a", PEER_MODE_BINARY);
+    add_http_peer(f, "b", "/b", PEER_MODE_BINARY);
+    add_route(f, REPLY_TYPE_ROUTE, 1);
+    static const struct step steps[] = {
+        {.status = 200, /* no source, no type */
+         .body = "{\"specversion\":\"1.0\",\"id\":\"bad\"}",
+         .headers = {"Content-Type", "application/cloudevents+json", NULL}},
+        {.status = 202, /* a valid event, but 202 is never a reply */
+         .body = REPLY_JSON,
+         .headers = {"Content-Type", "application/cloudevents+json", NULL}},
+        {.status = 200, /* a binary event that is not valid */
+         .body = "x",
+         .headers = {"ce-specversion", "1.0", "ce-id", "bin-bad", NULL}},
+    };
+    server_script(&f->srv, steps, 3);
+    start(f);
+    struct peer_metrics *pm = metrics_peer("a");
+    long long ok0 = atomic_load(&pm->success);
+    long long rep0 = metrics_received_total(METRICS_MODE_REPLY);
+    submit_simple(f->spool, "i1", to_a, 1);
+    submit_simple(f->spool, "i2", to_a, 1);
+    submit_simple(f->spool, "i3", to_a, 1);
+    WAIT_FOR(atomic_load(&pm->success) == ok0 + 3);
+    WAIT_FOR(pending_of(f, "a") == 0);
+    sleep_ms(300);
+    assert_int_equal(server_count(&f->srv), 3);
+    assert_int_equal(pending_of(f, "b"), 0);
+    assert_int_equal(dead_of(f, "a"), 0);
+    assert_int_equal(metrics_received_total(METRICS_MODE_REPLY), rep0);
+}
+
+static void test_dispatch_large_answers_do_not_fail_delivery(void **state)
+{
+    struct fixture *f = *state;
+    add_http_peer(f, "a", "/a", PEER_MODE_BINARY);
+    add_http_peer(f, "b", "/b", PEER_MODE_BINARY);
+    add_route(f, REPLY_TYPE_ROUTE, 1);
+    /* an event over the 1 MiB a reply may have, and a big plain answer */
+    size_t big = (size_t)1 << 21;
+    char *huge = malloc(big + 256);
+    assert_non_null(huge);
+    int n = snprintf(huge, 256,
+                     "{\"specversion\":\"1.0\",\"id\":\"big\",\"source\":"
+                     "\"/p\",\"type\":\"com.example.reply\",\"data\":\"");
+    memset(huge + n, 'x', big);
+    memcpy(huge + n + big, "\"}", 3);
+    const struct step steps[] = {
+        {.status = 200, .body = huge,
+         .headers = {"Content-Type", "application/cloudevents+json", NULL}},
+        {.status = 200, .body = huge,
+         .headers = {"Content-Type", "application/json", NULL}},
+    };
+    server_script(&f->srv, steps, 2);
+    start(f);
+    struct peer_metrics *pm = metrics_peer("a");
+    long long ok0 = atomic_load(&pm->success);
+    long long rep0 = metrics_received_total(METRICS_MODE_REPLY);
+    submit_simple(f->spool, "L1", to_a, 1);
+    submit_simple(f->spool, "L2", to_a, 1);
+    WAIT_FOR(atomic_load(&pm->success) == ok0 + 2 && pending_of(f, "a") == 0);
+    sleep_ms(200);
+    assert_int_equal(server_count(&f->srv), 2);
+    assert_int_equal(pending_of(f, "b"), 0);
+    assert_int_equal(metrics_received_total(METRICS_MODE_REPLY), rep0);
+    free(huge);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -1046,6 +1466,17 @@ int main(void)
         T(test_dispatch_file_peer_appends_lines),
         T(test_dispatch_file_peer_io_error_is_retried),
         T(test_dispatch_heartbeat_advances),
+        T(test_dispatch_breaker_opens_and_holds_deliveries),
+        T(test_dispatch_breaker_probe_then_recovery),
+        T(test_dispatch_breaker_ignores_4xx),
+        T(test_dispatch_signs_binary_and_structured),
+        T(test_dispatch_signed_retry_keeps_webhook_id),
+        T(test_dispatch_unsigned_peer_has_no_webhook_headers),
+        T(test_dispatch_bad_signing_secret_fails_create),
+        T(test_dispatch_reply_structured_is_routed),
+        T(test_dispatch_reply_binary_is_routed),
+        T(test_dispatch_invalid_or_202_reply_ignored),
+        T(test_dispatch_large_answers_do_not_fail_delivery),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
