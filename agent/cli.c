@@ -1,6 +1,8 @@
 /*
- * cli: `ferry send` and `ferry healthcheck` (see cli.h). Plain libcurl easy
- * handles: these run once and exit, so the multi interface buys nothing.
+ * cli: `ferry send` and `ferry healthcheck` (see cli.h), and the one HTTP
+ * request helper every command shares (`ferry dead-letters` lives in
+ * cli_deadletters.c). Plain libcurl easy handles: these run once and
+ * exit, so the multi interface buys nothing.
  */
 #include "cli.h"
 
@@ -39,21 +41,19 @@ static size_t collect_cb(char *p, size_t size, size_t n, void *arg)
     return buf_append(arg, p, size * n) == 0 ? size * n : 0;
 }
 
-/*
- * One blocking request: POST @body when non-NULL, else GET. The answer's
- * body is appended to @answer. On a transport error prints "WHO: URL:
- * reason" to stderr. Returns the CURLcode; *@status is the HTTP status.
- */
-static CURLcode http_call(const char *who, const char *url,
-                          struct curl_slist *headers, const char *body,
-                          size_t len, long timeout_ms, long *status,
-                          struct buf *answer)
+int cli_http(const char *who, const char *method, const char *url,
+             struct curl_slist *headers, const char *body, size_t len,
+             long timeout_ms, long *status, struct buf *answer)
 {
     *status = 0;
     CURL *curl = curl_easy_init();
-    if (!curl)
-        return CURLE_OUT_OF_MEMORY;
+    if (!curl) {
+        fprintf(stderr, "%s: out of memory\n", who);
+        return -ENOMEM;
+    }
     curl_easy_setopt(curl, CURLOPT_URL, url);
+    if (method)
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     if (body) {
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
@@ -66,9 +66,10 @@ static CURLcode http_call(const char *who, const char *url,
     CURLcode cc = curl_easy_perform(curl);
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
     curl_easy_cleanup(curl);
-    if (cc != CURLE_OK)
-        fprintf(stderr, "%s: %s: %s\n", who, url, curl_easy_strerror(cc));
-    return cc;
+    if (cc == CURLE_OK)
+        return 0;
+    fprintf(stderr, "%s: %s: %s\n", who, url, curl_easy_strerror(cc));
+    return -EIO;
 }
 
 /* ---- send ------------------------------------------------------------ */
@@ -162,12 +163,12 @@ static int post(const struct send_args *a, struct curl_slist *headers,
     struct buf answer;
     buf_init(&answer, 1 << 20);
     long status;
-    CURLcode cc = http_call("ferry send", a->url, headers, body, len, 30000L,
-                            &status, &answer);
-    if (cc == CURLE_OK)
+    int rc = cli_http("ferry send", NULL, a->url, headers, body, len, 30000L,
+                      &status, &answer);
+    if (rc == 0)
         printf("%ld %s\n", status, answer.data ? answer.data : "");
     buf_free(&answer);
-    return cc == CURLE_OK && status == 202 ? 0 : 1;
+    return rc == 0 && status == 202 ? 0 : 1;
 }
 
 int cli_send(int argc, char **argv)
@@ -263,10 +264,10 @@ int cli_healthcheck(int argc, char **argv)
     struct buf answer;
     buf_init(&answer, 1 << 16);
     long status;
-    CURLcode cc = http_call("ferry healthcheck", url, NULL, NULL, 0, 5000L,
-                            &status, &answer);
-    if (cc == CURLE_OK)
+    int rc = cli_http("ferry healthcheck", NULL, url, NULL, NULL, 0, 5000L,
+                      &status, &answer);
+    if (rc == 0)
         printf("%ld %s\n", status, answer.data ? answer.data : "");
     buf_free(&answer);
-    return cc == CURLE_OK && status == 200 ? 0 : 1;
+    return rc == 0 && status == 200 ? 0 : 1;
 }

@@ -18,6 +18,8 @@ static const char usage[] =
     "       ferry healthcheck [--url URL]\n"
     "       ferry send [--url URL] --type T --source S [--id ID] [--subject X]\n"
     "                  [--data JSON|@FILE] [--binary]\n"
+    "       ferry dead-letters list|show ID|replay ID|replay --all|purge ID|purge --all\n"
+    "                  [--peer P] [--admin URL] [--token T]\n"
     "       ferry version\n"
     "       ferry COMMAND --help\n"
     "\n"
@@ -125,6 +127,8 @@ int main(int argc, char **argv)
         return cli_healthcheck(argc - 1, argv + 1);
     if (strcmp(cmd, "send") == 0)
         return cli_send(argc - 1, argv + 1);
+    if (strcmp(cmd, "dead-letters") == 0)
+        return cli_dead_letters(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0) {
         printf("ferry %s\n", FERRY_VERSION);
         return 0;

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "admin.h"
 #include "config.h"
 #include "dispatch.h"
 #include "ingest.h"
@@ -37,6 +38,7 @@ struct server {
     struct spool *spool;
     struct dispatch *dispatch; /* swapped on reload under dispatch_lock */
     struct ingest *ingest;
+    struct admin *admin;
     atomic_bool draining;
     pthread_mutex_t reload_lock;   /* one reload at a time (SIGHUP, admin) */
     pthread_mutex_t dispatch_lock; /* guards the dispatch pointer only */
@@ -137,6 +139,13 @@ static void health_snapshot(void *arg, struct health_inputs *in)
     in->writer_idle_ms = now - spool_heartbeat_ms(s->spool);
 }
 
+static int reload(struct server *s, char *msg, size_t msg_len);
+
+static int reload_cb(void *arg, char *msg, size_t msg_len)
+{
+    return reload(arg, msg, msg_len);
+}
+
 static int start(struct server *s, int64_t t0)
 {
     char err[512] = "";
@@ -153,6 +162,12 @@ static int start(struct server *s, int64_t t0)
         snprintf(err, sizeof(err), "cannot start threads: %s", strerror(errno));
         goto fail;
     }
+    /* Admin before ingest: once /readyz says 200, every listener is up. */
+    struct admin_deps ad = {.cfg = s->cfg, .spool = s->spool, .reload = reload_cb,
+                            .reload_arg = s, .threads = 1};
+    s->admin = admin_start(&ad, err, sizeof(err));
+    if (!s->admin)
+        goto fail;
     struct ingest_deps deps = {.cfg = s->cfg, .spool = s->spool,
                                .health_snapshot = health_snapshot, .health_arg = s,
                                .threads = 2};
@@ -161,6 +176,7 @@ static int start(struct server *s, int64_t t0)
         goto fail;
     log_info("ready", LOG_FIELDS(LOG_S("listen", s->cfg->listen),
                                  LOG_I("port", ingest_port(s->ingest)),
+                                 LOG_S("admin", s->cfg->admin.listen),
                                  LOG_S("spool", s->cfg->spool.dir),
                                  LOG_I("startup_ms", clock_mono_ms() - t0)));
     return 0;
@@ -171,11 +187,12 @@ fail:
 
 static void drain_and_stop(struct server *s)
 {
-    /* Let a reload in progress (from the admin API) finish first. */
+    /* Let a reload in progress (from the admin API) finish first; later
+     * ones see draining and refuse. */
+    atomic_store(&s->draining, true);
     pthread_mutex_lock(&s->reload_lock);
     pthread_mutex_unlock(&s->reload_lock);
     int64_t deadline = clock_mono_ms() + s->cfg->drain_timeout_ms;
-    atomic_store(&s->draining, true);
     if (s->ingest) {
         ingest_set_draining(s->ingest);
         ingest_wait_idle(s->ingest, deadline + 5000);
@@ -183,6 +200,7 @@ static void drain_and_stop(struct server *s)
     if (s->dispatch)
         dispatch_stop(s->dispatch, deadline);
     ingest_stop(s->ingest);
+    admin_stop(s->admin);
     if (s->spool)
         spool_stop(s->spool);
     dispatch_destroy(s->dispatch);
@@ -308,6 +326,11 @@ static int reload(struct server *s, char *msg, size_t msg_len)
     struct config_errors errs;
     int rc = 0;
     pthread_mutex_lock(&s->reload_lock);
+    if (atomic_load(&s->draining)) {
+        snprintf(msg, msg_len, "shutting down");
+        pthread_mutex_unlock(&s->reload_lock);
+        return -EIO;
+    }
     struct config *next = load_config(&s->opt, &errs);
     if (next && unsupported(next, msg, msg_len))
         config_errors_add(&errs, "", "%s", msg);
@@ -330,6 +353,7 @@ static int reload(struct server *s, char *msg, size_t msg_len)
         rc = -EIO;
         goto out;
     }
+    admin_set_config(s->admin, next);
     log_setup(next->log.level, next->log.format);
     config_destroy(s->cfg);
     s->cfg = next;

@@ -61,6 +61,26 @@
  * Ids. deliveries uses AUTOINCREMENT so an id is never reused: a late or
  * repeated outcome for a settled delivery must not hit a newer one, and a
  * dead letter keeps its delivery id as its own.
+ *
+ * Ordering. An ordered delivery stores its partition key in okey. Only the
+ * head of each (peer, okey), the one with the smallest id, is ever due:
+ * the others are PARKED (next_ms = INT64_MAX, beyond every fetch). The
+ * writer keeps that invariant: a new ordered delivery is parked when its
+ * key already has a pending delivery, and settling a head (delivered or
+ * dead) unparks the next one in the same transaction. So the fetch needs
+ * no extra test per row and never walks over a blocked key's backlog,
+ * and the partial index on okey costs unordered work nothing.
+ *
+ * Admin ops. Replays and purges of dead letters are a third queue. Their
+ * callers block on admin_cond until the op is finished. The writer applies
+ * at most ADMIN_BATCH dead letters per turn (in the turn's transaction,
+ * after the outcomes), so a huge purge is spread over turns instead of
+ * holding every 202 behind one long transaction; an unfinished op goes
+ * back to the head of its queue.
+ *
+ * The commit callback is called under cb_lock, which spool_set_commit_cb
+ * also takes: swapping it waits for a call in progress, and the old one
+ * is never called after the swap returns.
  */
 #include "spool.h"
 
@@ -81,7 +101,10 @@
 #include "clock.h"
 #include "log.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
+/* next_ms of a parked ordered delivery: due only once it heads its key. */
+#define PARKED_MS INT64_MAX
+#define ADMIN_BATCH 1000 /* dead letters replayed or purged per turn */
 #define HOUSEKEEPING_MS 1000
 #define FAILED_TURN_BACKOFF_MS 1000
 #define PRUNE_BATCH 2000
@@ -92,7 +115,8 @@
 #define EVENT_OVERHEAD_BYTES 128 /* row + index estimate for max_bytes */
 #define PEER_BUCKETS 64
 
-static const char schema_sql[] =
+/* Version 1: the tables (an empty file is version 0). */
+static const char schema_v1_sql[] =
     "CREATE TABLE events("
     " seq INTEGER PRIMARY KEY, source TEXT NOT NULL, ce_id TEXT NOT NULL,"
     " received_ms INTEGER NOT NULL, partition_key TEXT,"
@@ -117,12 +141,31 @@ static const char schema_sql[] =
     " seq INTEGER PRIMARY KEY, source TEXT NOT NULL, ce_id TEXT NOT NULL,"
     " expires_ms INTEGER NOT NULL);";
 
+/*
+ * Version 2: ordered delivery and replay. okey is the partition key of an
+ * ordered delivery (NULL when unordered; a dead letter keeps it for a
+ * replay), indexed only where set; since_ms is when a replayed delivery's
+ * age starts (NULL: the event's received_ms).
+ */
+static const char schema_v2_sql[] =
+    "ALTER TABLE deliveries ADD COLUMN okey TEXT;"
+    "ALTER TABLE deliveries ADD COLUMN since_ms INTEGER;"
+    "ALTER TABLE dead_letters ADD COLUMN okey TEXT;"
+    "CREATE INDEX deliveries_okey ON deliveries(peer, okey, id)"
+    " WHERE okey IS NOT NULL;";
+
+/* migrations[v] takes the schema from version v to v + 1. */
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1_sql,
+                                                       schema_v2_sql};
+
 /* The writer's statements, prepared once at open. */
 enum wstmt {
     W_BEGIN, W_COMMIT, W_ROLLBACK, W_SAVEPOINT, W_RELEASE, W_ROLLBACK_TO,
     W_DEDUPE, W_EVENT_INSERT, W_DELIVERY_INSERT, W_DELIVERY_TAKE,
     W_DELIVERY_RETRY, W_ATTEMPT_INSERT, W_ATTEMPTS_DELETE, W_EVENT_UNREF,
-    W_EVENT_DELETE, W_DEAD_INSERT, W_PRUNE, W_BYTES, W__N
+    W_EVENT_DELETE, W_DEAD_INSERT, W_PRUNE, W_BYTES, W_OKEY_BUSY,
+    W_OKEY_PROMOTE, W_DEAD_TAKE_ID, W_DEAD_TAKE_PEER, W_DEAD_TAKE_ANY,
+    W_LAST_ID, W__N
 };
 
 static const char *const writer_sql[W__N] = {
@@ -138,9 +181,11 @@ static const char *const writer_sql[W__N] = {
                        " partition_key, format, text, data, refs)"
                        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [W_DELIVERY_INSERT] = "INSERT INTO deliveries(event_seq, peer, attempts,"
-                          " next_ms) VALUES(?1, ?2, 0, ?3)",
+                          " next_ms, okey, since_ms)"
+                          " VALUES(?1, ?2, 0, ?3, ?4, ?5)",
+    /* The take statements all return a struct taken. */
     [W_DELIVERY_TAKE] = "DELETE FROM deliveries WHERE id = ?1"
-                        " RETURNING event_seq, peer, attempts",
+                        " RETURNING id, event_seq, peer, okey, attempts",
     [W_DELIVERY_RETRY] = "UPDATE deliveries SET attempts = CASE WHEN ?2 > 0"
                          " THEN ?2 ELSE attempts END, next_ms = ?3"
                          " WHERE id = ?1",
@@ -152,8 +197,8 @@ static const char *const writer_sql[W__N] = {
                       " RETURNING refs",
     [W_EVENT_DELETE] = "DELETE FROM events WHERE seq = ?1",
     [W_DEAD_INSERT] = "INSERT INTO dead_letters(id, event_seq, peer,"
-                      " attempts, dead_ms, reason, last_status, last_error)"
-                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                      " attempts, dead_ms, reason, last_status, last_error,"
+                      " okey) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     /* Looks at the ?2 oldest claims only, so it stays bounded even when
      * a shorter window left younger rows expired behind older ones. */
     [W_PRUNE] = "DELETE FROM dedupe WHERE seq IN (SELECT seq FROM"
@@ -161,15 +206,52 @@ static const char *const writer_sql[W__N] = {
                 " WHERE expires_ms <= ?1)",
     [W_BYTES] = "SELECT (SELECT page_count FROM pragma_page_count())"
                 " - (SELECT freelist_count FROM pragma_freelist_count())",
+    /* Ordering: one seek each in the partial index deliveries_okey. */
+    [W_OKEY_BUSY] = "SELECT 1 FROM deliveries WHERE peer = ?1 AND okey = ?2"
+                    " LIMIT 1",
+    /* The new head becomes due as of its age start, ahead of younger
+     * work, since it has waited all along. */
+    [W_OKEY_PROMOTE] = "UPDATE deliveries SET next_ms = coalesce(since_ms,"
+                       " (SELECT received_ms FROM events"
+                       " WHERE seq = deliveries.event_seq), ?3)"
+                       " WHERE id = (SELECT id FROM deliveries WHERE peer = ?1"
+                       " AND okey = ?2 ORDER BY id LIMIT 1) AND next_ms = ?4",
+    [W_DEAD_TAKE_ID] = "DELETE FROM dead_letters WHERE id = ?1"
+                       " RETURNING id, event_seq, peer, okey, attempts",
+    /* ?2 bounds a long op to the dead letters that existed when it began. */
+    [W_DEAD_TAKE_PEER] = "DELETE FROM dead_letters WHERE id = (SELECT id"
+                         " FROM dead_letters WHERE peer = ?1 AND id <= ?2"
+                         " ORDER BY id LIMIT 1)"
+                         " RETURNING id, event_seq, peer, okey, attempts",
+    [W_DEAD_TAKE_ANY] = "DELETE FROM dead_letters WHERE id = (SELECT min(id)"
+                        " FROM dead_letters WHERE id <= ?2)"
+                        " RETURNING id, event_seq, peer, okey, attempts",
+    [W_LAST_ID] = "SELECT coalesce((SELECT seq FROM sqlite_sequence"
+                  " WHERE name = 'deliveries'), 0)",
 };
 
 /* The reader's statements. */
-enum rstmt { R_DUE, R_NEXT_DUE, R_OLDEST, R_PEERS, R__N };
+enum rstmt {
+    R_DUE, R_NEXT_DUE, R_OLDEST, R_PEERS, R_BEGIN, R_COMMIT, R_DEAD_LIST,
+    R_DEAD_LIST_PEER, R_DEAD_GET, R_DEAD_ATTEMPTS, R_DEAD_PEERS, R__N
+};
+
+/* A dead letter's columns, as load_dead_letter() reads them. The type is
+ * in the stored JSON (the whole event, or a binary event's attributes). */
+#define DEAD_COLUMNS                                                         \
+    "dl.id, dl.peer, e.ce_id, e.source, CASE WHEN"                          \
+    " json_valid(CAST(e.text AS TEXT)) THEN"                                \
+    " json_extract(CAST(e.text AS TEXT), '$.type') END, dl.attempts,"      \
+    " e.received_ms, dl.dead_ms, dl.reason, dl.last_status, dl.last_error"
+#define DEAD_FROM                                                            \
+    " FROM dead_letters dl LEFT JOIN events e ON e.seq = dl.event_seq"
 
 static const char *const reader_sql[R__N] = {
+    /* ?2 is below PARKED_MS: a parked delivery is never due. */
     [R_DUE] = "SELECT d.id, d.event_seq, d.attempts, d.next_ms,"
-              " e.received_ms, e.ce_id, e.partition_key, e.format, e.text,"
-              " e.data FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+              " coalesce(d.since_ms, e.received_ms), e.ce_id, e.partition_key,"
+              " e.format, e.text, e.data"
+              " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
               " WHERE d.peer = ?1 AND d.next_ms <= ?2 ORDER BY d.next_ms, d.id",
     [R_NEXT_DUE] = "SELECT min(next_ms) FROM deliveries"
                    " WHERE peer = ?1 AND next_ms > ?2",
@@ -181,6 +263,22 @@ static const char *const reader_sql[R__N] = {
                 " UNION ALL SELECT (SELECT min(peer) FROM deliveries"
                 " WHERE peer > p.name) FROM p WHERE p.name IS NOT NULL)"
                 " SELECT name FROM p WHERE name IS NOT NULL",
+    [R_BEGIN] = "BEGIN",
+    [R_COMMIT] = "COMMIT",
+    [R_DEAD_LIST] = "SELECT " DEAD_COLUMNS DEAD_FROM
+                    " WHERE dl.id > ?1 ORDER BY dl.id LIMIT ?2",
+    [R_DEAD_LIST_PEER] = "SELECT " DEAD_COLUMNS DEAD_FROM
+                         " WHERE dl.peer = ?3 AND dl.id > ?1"
+                         " ORDER BY dl.id LIMIT ?2",
+    [R_DEAD_GET] = "SELECT " DEAD_COLUMNS ", e.seq IS NOT NULL, e.format,"
+                   " e.text, e.data" DEAD_FROM " WHERE dl.id = ?1",
+    [R_DEAD_ATTEMPTS] = "SELECT n, at_ms, duration_ms, status, error"
+                        " FROM attempts WHERE delivery_id = ?1 ORDER BY n",
+    [R_DEAD_PEERS] = "WITH RECURSIVE p(name) AS (SELECT min(peer)"
+                     " FROM dead_letters UNION ALL SELECT (SELECT min(peer)"
+                     " FROM dead_letters WHERE peer > p.name) FROM p"
+                     " WHERE p.name IS NOT NULL)"
+                     " SELECT name FROM p WHERE name IS NOT NULL",
 };
 
 /*
@@ -234,14 +332,40 @@ struct turn {
     bool io_error;        /* saw SQLITE_FULL or SQLITE_IOERR */
 };
 
+/*
+ * A replay or purge of dead letters (spool_dead_replay/_purge). It lives on
+ * the blocked caller's stack: once @finished is set (under lock) the
+ * writer never touches it again.
+ */
+struct admin_op {
+    bool purge;          /* else replay */
+    int64_t id;          /* > 0: only this dead letter */
+    const char *peer;    /* non-NULL: only this peer's */
+    int64_t bound;       /* ids above were dead-lettered after the op began;
+                          * 0 until the writer first looks */
+    long turn_n;         /* writer: done in the open transaction */
+    bool turn_finished;  /* writer: nothing left, as of that transaction */
+    long done;           /* under lock: committed so far */
+    int result;          /* under lock: 0 or -errno, once finished */
+    bool finished;       /* under lock */
+    struct admin_op *next;
+};
+
+/* A row taken out of deliveries or dead_letters (the take statements). */
+struct taken {
+    int64_t id;
+    int64_t seq;       /* its event */
+    struct peer *peer;
+    char *okey;        /* malloc'd partition key when ordered, else NULL */
+    int attempts;
+};
+
 struct spool {
     /* Set at open, read-only afterwards. */
     char *dir, *db_path, *wal_path;
     int64_t max_bytes, dedupe_ms;
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
-    spool_commit_cb commit_cb; /* set before start */
-    void *commit_arg;
     int lock_fd;
     int64_t page_size;
 
@@ -269,9 +393,16 @@ struct spool {
     pthread_cond_t cond;
     struct spool_write *subs, **subs_tail;
     struct outcome_batch *outs, **outs_tail;
+    struct admin_op *ops, **ops_tail;
+    pthread_cond_t admin_cond; /* an admin op finished */
     bool stopping, writer_idle;
     bool started, joined;
     pthread_t thread;
+
+    /* The commit callback, under cb_lock (held while it runs). */
+    pthread_mutex_t cb_lock;
+    spool_commit_cb commit_cb;
+    void *commit_arg;
 
     /* Peer counts: the writer inserts under counts_lock and reads freely;
      * other threads read under counts_lock. */
@@ -969,8 +1100,9 @@ static int user_version(sqlite3 *db, int *v)
 }
 
 /*
- * Bring the schema to SCHEMA_VERSION. Version 0 is an empty file. A later
- * version adds "case N:" steps here, each in the same transaction.
+ * Bring the schema to SCHEMA_VERSION, applying migrations[v..] in one
+ * transaction: a crash half way leaves the old version intact. Version 0
+ * is an empty file.
  */
 static int migrate(sqlite3 *db, char *err, size_t err_len)
 {
@@ -986,12 +1118,21 @@ static int migrate(sqlite3 *db, char *err, size_t err_len)
     }
     if (v == SCHEMA_VERSION)
         return 0;
+    if (v < 0) {
+        snprintf(err, err_len, "spool.db schema version %d is invalid", v);
+        return -EPROTO;
+    }
+    char bump[64];
+    snprintf(bump, sizeof(bump), "PRAGMA user_version = %d; COMMIT",
+             SCHEMA_VERSION);
     rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    for (int i = v; rc == SQLITE_OK && i < SCHEMA_VERSION; i++)
+        rc = sqlite3_exec(db, migrations[i], NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, "PRAGMA user_version = 1; COMMIT", NULL, NULL,
-                          NULL);
+        rc = sqlite3_exec(db, bump, NULL, NULL, NULL);
+    if (rc == SQLITE_OK && v > 0)
+        log_info("spool: schema migrated",
+                 LOG_FIELDS(LOG_I("from", v), LOG_I("to", SCHEMA_VERSION)));
 out:
     if (rc != SQLITE_OK) {
         snprintf(err, err_len, "spool.db schema: %s", sqlite3_errmsg(db));
@@ -1131,9 +1272,17 @@ static struct spool *spool_alloc(const struct spool_options *opt)
         free(s);
         return NULL;
     }
+    if (pthread_cond_init(&s->admin_cond, NULL) != 0) {
+        pthread_cond_destroy(&s->cond);
+        pthread_cond_destroy(&s->ckpt_cond);
+        free(s);
+        return NULL;
+    }
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->lock, NULL);       /* cannot fail on Linux */
     pthread_mutex_init(&s->counts_lock, NULL);
+    pthread_mutex_init(&s->cb_lock, NULL);
+    s->ops_tail = &s->ops;
     s->lock_fd = -1;
     s->ckpt_sync_fd = -1;
     seen_init(&s->seen);
@@ -1276,22 +1425,69 @@ static int insert_event(struct spool *s, struct turn *t,
     return 0;
 }
 
-/* One row per peer, due at once; a peer named twice violates the unique
- * (peer, event_seq) index and fails the submission with -EINVAL. */
+/* Does @peer have a pending delivery with partition key @okey? Sets
+ * *@busy; 0 or -errno. */
+static int okey_busy(struct spool *s, struct turn *t, const char *peer,
+                     const char *okey, bool *busy)
+{
+    sqlite3_stmt *st = s->w[W_OKEY_BUSY];
+    sqlite3_bind_text(st, 1, peer, -1, SQLITE_STATIC);
+    int rc = sqlite3_bind_text(st, 2, okey, -1, SQLITE_STATIC);
+    if (rc != SQLITE_OK)
+        return sql_fail(t, rc);
+    rc = sqlite3_step(st);
+    *busy = rc == SQLITE_ROW;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_fail(t, rc);
+}
+
+/*
+ * Insert a pending delivery of event @seq to @peer, due at @due_ms; with
+ * @okey (ordered) it is parked instead when its key has a head already.
+ * @since_ms > 0: a replay, whose age counts from then. Sets *@parked when
+ * not NULL. 0 or -errno.
+ */
+static int insert_delivery(struct spool *s, struct turn *t, int64_t seq,
+                           const struct peer *p, const char *okey,
+                           int64_t due_ms, int64_t since_ms, bool *parked)
+{
+    bool busy = false;
+    int rc = okey ? okey_busy(s, t, p->name, okey, &busy) : 0;
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = s->w[W_DELIVERY_INSERT];
+    rc = okey ? sqlite3_bind_text(st, 4, okey, -1, SQLITE_STATIC)
+              : sqlite3_bind_null(st, 4);
+    if (rc != SQLITE_OK)
+        return sql_fail(t, rc);
+    sqlite3_bind_int64(st, 1, seq);
+    sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, busy ? PARKED_MS : due_ms);
+    if (since_ms > 0)
+        sqlite3_bind_int64(st, 5, since_ms);
+    else
+        sqlite3_bind_null(st, 5);
+    rc = run(st);
+    if (parked)
+        *parked = busy;
+    return rc == SQLITE_DONE ? 0 : sql_fail(t, rc);
+}
+
+/* One row per peer, due at once (or parked behind its key's head); a peer
+ * named twice violates the unique (peer, event_seq) index and fails the
+ * submission with -EINVAL. */
 static int insert_deliveries(struct spool *s, struct turn *t,
                              const struct spool_event *ev, int64_t seq)
 {
-    sqlite3_stmt *st = s->w[W_DELIVERY_INSERT];
     for (size_t i = 0; i < ev->n_peers; i++) {
         struct peer *p = peer_get(s, ev->peers[i]);
         if (!p)
             return -ENOMEM;
-        sqlite3_bind_int64(st, 1, seq);
-        sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, ev->received_ms);
-        int rc = run(st);
-        if (rc != SQLITE_DONE)
-            return sql_fail(t, rc);
+        const char *okey = ev->ordered && ev->ordered[i] ? ev->partition_key
+                                                         : NULL;
+        int rc = insert_delivery(s, t, seq, p, okey, ev->received_ms, 0, NULL);
+        if (rc)
+            return rc;
         p->sub_pending++;
         touch_sub(t, p);
         t->sub_new++;
@@ -1386,28 +1582,69 @@ static int apply_submission(struct spool *s, struct turn *t,
 /* ---- writer: outcomes ------------------------------------------------- */
 
 /*
- * Delete delivery @id, returning what the caller needs of it.
- * 1: found, 0: unknown (already settled), or -errno.
+ * Step take statement @st (bound by the caller: a DELETE ... RETURNING of
+ * at most one row) into @r. 1: a row was taken (free r->okey), 0: none,
+ * or -errno (nothing to free).
  */
-static int take_delivery(struct spool *s, struct turn *t, int64_t id,
-                         int64_t *seq, struct peer **peer, int *attempts)
+static int take_row(struct spool *s, struct turn *t, sqlite3_stmt *st,
+                    struct taken *r)
 {
-    sqlite3_stmt *st = s->w[W_DELIVERY_TAKE];
     int found = 0;
-    sqlite3_bind_int64(st, 1, id);
+    memset(r, 0, sizeof(*r));
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 1);
-        *seq = sqlite3_column_int64(st, 0);
-        *attempts = sqlite3_column_int(st, 2);
-        *peer = peer_get(s, name ? name : "");
-        found = *peer ? 1 : -ENOMEM;
+        const char *name = (const char *)sqlite3_column_text(st, 2);
+        const char *okey = (const char *)sqlite3_column_text(st, 3);
+        r->id = sqlite3_column_int64(st, 0);
+        r->seq = sqlite3_column_int64(st, 1);
+        r->attempts = sqlite3_column_int(st, 4);
+        r->peer = peer_get(s, name ? name : "");
+        r->okey = okey ? strdup(okey) : NULL;
+        found = r->peer && (!okey || r->okey) ? 1 : -ENOMEM;
         rc = sqlite3_step(st);
     }
     sqlite3_reset(st);
+    if (found >= 0 && rc != SQLITE_DONE)
+        found = sql_fail(t, rc);
+    if (found < 0) {
+        free(r->okey);
+        r->okey = NULL;
+    }
+    return found;
+}
+
+/* Delete delivery @id into @r. 1: found, 0: unknown (already settled),
+ * or -errno. */
+static int take_delivery(struct spool *s, struct turn *t, int64_t id,
+                         struct taken *r)
+{
+    sqlite3_bind_int64(s->w[W_DELIVERY_TAKE], 1, id);
+    return take_row(s, t, s->w[W_DELIVERY_TAKE], r);
+}
+
+/* @r, an ordered delivery, has left: the next of its key (if parked)
+ * becomes the head and is due. 0 or -errno. */
+static int promote_next(struct spool *s, struct turn *t, const struct taken *r)
+{
+    if (!r->okey)
+        return 0;
+    sqlite3_stmt *st = s->w[W_OKEY_PROMOTE];
+    sqlite3_bind_text(st, 1, r->peer->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->okey, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, t->now);
+    sqlite3_bind_int64(st, 4, PARKED_MS);
+    int rc = run(st);
     if (rc != SQLITE_DONE)
         return sql_fail(t, rc);
-    return found;
+    if (sqlite3_changes(s->db) > 0)
+        t->n_new++; /* due now: the commit callback must say so */
+    return 0;
+}
+
+static int delete_attempts(struct spool *s, struct turn *t, int64_t id)
+{
+    sqlite3_bind_int64(s->w[W_ATTEMPTS_DELETE], 1, id);
+    return exec_w(s, t, W_ATTEMPTS_DELETE);
 }
 
 static int insert_attempt(struct spool *s, struct turn *t,
@@ -1452,18 +1689,18 @@ static int unref_event(struct spool *s, struct turn *t, int64_t seq)
 static int outcome_delivered(struct spool *s, struct turn *t,
                              const struct spool_outcome *o)
 {
-    int64_t seq = 0;
-    struct peer *p = NULL;
-    int attempts = 0;
-    int rc = take_delivery(s, t, o->delivery_id, &seq, &p, &attempts);
+    struct taken r;
+    int rc = take_delivery(s, t, o->delivery_id, &r);
     if (rc <= 0)
         return rc;
-    sqlite3_bind_int64(s->w[W_ATTEMPTS_DELETE], 1, o->delivery_id);
-    rc = exec_w(s, t, W_ATTEMPTS_DELETE);
+    rc = delete_attempts(s, t, r.id);
     if (rc == 0)
-        rc = unref_event(s, t, seq);
-    p->turn_pending--;
-    touch_turn(t, p);
+        rc = unref_event(s, t, r.seq);
+    if (rc == 0)
+        rc = promote_next(s, t, &r);
+    r.peer->turn_pending--;
+    touch_turn(t, r.peer);
+    free(r.okey);
     return rc;
 }
 
@@ -1484,26 +1721,14 @@ static int outcome_retry(struct spool *s, struct turn *t,
 
 /* Move the delivery to dead_letters (same id); the event keeps its
  * reference, and the attempt rows stay as the dead letter's history. */
-static int outcome_dead(struct spool *s, struct turn *t,
-                        const struct spool_outcome *o)
+static int insert_dead(struct spool *s, struct turn *t,
+                       const struct spool_outcome *o, const struct taken *r)
 {
-    int64_t seq = 0;
-    struct peer *p = NULL;
-    int attempts = 0;
-    int rc = take_delivery(s, t, o->delivery_id, &seq, &p, &attempts);
-    if (rc <= 0)
-        return rc;
-    p->turn_pending--;
-    p->turn_dead++;
-    touch_turn(t, p);
-    rc = insert_attempt(s, t, o);
-    if (rc)
-        return rc;
     sqlite3_stmt *st = s->w[W_DEAD_INSERT];
     sqlite3_bind_int64(st, 1, o->delivery_id);
-    sqlite3_bind_int64(st, 2, seq);
-    sqlite3_bind_text(st, 3, p->name, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, o->attempt > 0 ? o->attempt : attempts);
+    sqlite3_bind_int64(st, 2, r->seq);
+    sqlite3_bind_text(st, 3, r->peer->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, o->attempt > 0 ? o->attempt : r->attempts);
     sqlite3_bind_int64(st, 5, t->now);
     sqlite3_bind_text(st, 6, o->reason, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 7, o->status);
@@ -1511,7 +1736,30 @@ static int outcome_dead(struct spool *s, struct turn *t,
         sqlite3_bind_text(st, 8, o->error, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 8);
+    if (r->okey)
+        sqlite3_bind_text(st, 9, r->okey, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 9);
     return exec_w(s, t, W_DEAD_INSERT);
+}
+
+static int outcome_dead(struct spool *s, struct turn *t,
+                        const struct spool_outcome *o)
+{
+    struct taken r;
+    int rc = take_delivery(s, t, o->delivery_id, &r);
+    if (rc <= 0)
+        return rc;
+    r.peer->turn_pending--;
+    r.peer->turn_dead++;
+    touch_turn(t, r.peer);
+    rc = insert_attempt(s, t, o);
+    if (rc == 0)
+        rc = insert_dead(s, t, o, &r);
+    if (rc == 0)
+        rc = promote_next(s, t, &r); /* a dead head unblocks its key */
+    free(r.okey);
+    return rc;
 }
 
 static int reserve_settled(struct spool *s, size_t n)
@@ -1555,6 +1803,136 @@ static int apply_outcomes(struct spool *s, struct turn *t,
         }
     }
     return 0;
+}
+
+/* ---- writer: admin ops (dead letters) ---------------------------------- */
+
+/* Dead letter @r back to pending, with a new id and a fresh age. */
+static int replay_row(struct spool *s, struct turn *t, const struct taken *r)
+{
+    bool parked = false;
+    int rc = insert_delivery(s, t, r->seq, r->peer, r->okey, t->now, t->now,
+                             &parked);
+    if (rc == 0)
+        rc = delete_attempts(s, t, r->id);
+    r->peer->turn_dead--;
+    r->peer->turn_pending++;
+    touch_turn(t, r->peer);
+    if (!parked)
+        t->n_new++;
+    return rc;
+}
+
+static int purge_row(struct spool *s, struct turn *t, const struct taken *r)
+{
+    int rc = delete_attempts(s, t, r->id);
+    if (rc == 0)
+        rc = unref_event(s, t, r->seq);
+    r->peer->turn_dead--;
+    touch_turn(t, r->peer);
+    return rc;
+}
+
+/* @op's take statement, bound. */
+static sqlite3_stmt *admin_take_stmt(struct spool *s, const struct admin_op *op)
+{
+    sqlite3_stmt *st;
+    if (op->id > 0) {
+        st = s->w[W_DEAD_TAKE_ID];
+        sqlite3_bind_int64(st, 1, op->id);
+        return st;
+    }
+    st = s->w[op->peer ? W_DEAD_TAKE_PEER : W_DEAD_TAKE_ANY];
+    if (op->peer)
+        sqlite3_bind_text(st, 1, op->peer, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, op->bound);
+    return st;
+}
+
+/* The highest delivery id ever given (so every dead letter's id is <= it):
+ * an op's bound, so that what dies again while it runs is left alone. */
+static int last_delivery_id(struct spool *s, struct turn *t, int64_t *id)
+{
+    sqlite3_stmt *st = s->w[W_LAST_ID];
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *id = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : sql_fail(t, rc);
+}
+
+/* Replay or purge the next dead letter of @op. 1: one done, 0: none left,
+ * or -errno. */
+static int admin_step(struct spool *s, struct turn *t, struct admin_op *op)
+{
+    struct taken r;
+    int rc = take_row(s, t, admin_take_stmt(s, op), &r);
+    if (rc <= 0)
+        return rc;
+    rc = op->purge ? purge_row(s, t, &r) : replay_row(s, t, &r);
+    free(r.okey);
+    return rc < 0 ? rc : 1;
+}
+
+/* Up to ADMIN_BATCH dead letters of the queued ops, in queue order; an op
+ * is turn_finished once nothing matches any more. 0 or -errno. */
+static int apply_admin(struct spool *s, struct turn *t, struct admin_op *ops)
+{
+    long budget = ADMIN_BATCH;
+    for (struct admin_op *op = ops; op; op = op->next) {
+        op->turn_n = 0;
+        op->turn_finished = false;
+    }
+    for (struct admin_op *op = ops; op && budget > 0; op = op->next) {
+        int rc = 0;
+        if (op->id <= 0 && op->bound == 0)
+            rc = last_delivery_id(s, t, &op->bound);
+        while (rc == 0 && budget > 0 && !op->turn_finished) {
+            rc = admin_step(s, t, op);
+            op->turn_finished = rc == 0;
+            if (rc == 1) {
+                op->turn_n++;
+                budget--;
+                rc = 0;
+            }
+        }
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/*
+ * After the turn: with @err (the turn failed) every op finishes with it;
+ * otherwise its progress is committed, a finished op is done and the rest
+ * go back to the head of the queue, in order, for the next turn.
+ */
+static void admin_settle(struct spool *s, struct admin_op *ops, int err)
+{
+    struct admin_op *keep = NULL, **tail = &keep;
+    if (!ops)
+        return;
+    pthread_mutex_lock(&s->lock);
+    for (struct admin_op *op = ops, *next; op; op = next) {
+        next = op->next; /* once finished, op may vanish */
+        if (!err)
+            op->done += op->turn_n;
+        if (err || op->turn_finished) {
+            op->result = err;
+            op->finished = true;
+        } else {
+            *tail = op;
+            tail = &op->next;
+        }
+    }
+    if (keep) {
+        *tail = s->ops;
+        if (!s->ops)
+            s->ops_tail = tail;
+        s->ops = keep;
+    }
+    pthread_cond_broadcast(&s->admin_cond);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- writer: the turn ------------------------------------------------- */
@@ -1691,7 +2069,7 @@ static void maybe_checkpoint(struct spool *s)
 
 static void turn_failed(struct spool *s, struct turn *t,
                         struct spool_write *subs, struct outcome_batch *outs,
-                        int err)
+                        struct admin_op *ops, int err)
 {
     log_error("spool: commit failed",
               LOG_FIELDS(LOG_S("error", sqlite3_errmsg(s->db)),
@@ -1710,13 +2088,14 @@ static void turn_failed(struct spool *s, struct turn *t,
         }
     }
     call_done(subs);
+    admin_settle(s, ops, err < 0 ? err : -EIO);
 }
 
 static void turn_committed(struct spool *s, struct turn *t,
                            struct spool_write *subs,
-                           struct outcome_batch *outs)
+                           struct outcome_batch *outs, struct admin_op *ops)
 {
-    bool work = subs || outs;
+    bool work = subs || outs || ops;
     turn_publish(s, t, true);
     s->seen.n_undo = 0; /* the claims are durable now */
     if (work) { /* a prune-only turn may have written nothing: no proof */
@@ -1725,12 +2104,16 @@ static void turn_committed(struct spool *s, struct turn *t,
     }
     refresh_bytes(s);
     call_done(subs);
-    if (work && s->commit_cb) {
+    if (work) {
         struct spool_commit c = {.n_new_deliveries = t->n_new,
                                  .settled = s->settled,
                                  .n_settled = s->n_settled};
-        s->commit_cb(s->commit_arg, &c);
+        pthread_mutex_lock(&s->cb_lock);
+        if (s->commit_cb)
+            s->commit_cb(s->commit_arg, &c);
+        pthread_mutex_unlock(&s->cb_lock);
     }
+    admin_settle(s, ops, 0);
     free_outcomes(outs);
     maybe_checkpoint(s);
 }
@@ -1738,13 +2121,16 @@ static void turn_committed(struct spool *s, struct turn *t,
 /* Everything taken from the queues, up to COMMIT. 0 or -errno; -EAGAIN
  * (only without @safe): rolled back, to be redone with savepoints. */
 static int try_turn(struct spool *s, struct turn *t, struct spool_write *subs,
-                    struct outcome_batch *outs, bool prune, bool safe)
+                    struct outcome_batch *outs, struct admin_op *ops,
+                    bool prune, bool safe)
 {
     *t = (struct turn){.now = s->clock_ms(s->clock_arg)};
     s->n_settled = 0;
     int rc = exec_w(s, t, W_BEGIN);
     if (!rc)
         rc = apply_outcomes(s, t, outs);
+    if (!rc)
+        rc = apply_admin(s, t, ops);
     if (!rc && prune)
         rc = prune_dedupe(s, t);
     for (struct spool_write *w = subs; !rc && w; w = w->next)
@@ -1784,16 +2170,17 @@ static void idle_checkpoint(struct spool *s)
 
 /* One transaction for everything taken from the queues. */
 static void run_turn(struct spool *s, struct spool_write *subs,
-                     struct outcome_batch *outs, bool prune)
+                     struct outcome_batch *outs, struct admin_op *ops,
+                     bool prune)
 {
     struct turn t;
-    int rc = try_turn(s, &t, subs, outs, prune, false);
+    int rc = try_turn(s, &t, subs, outs, ops, prune, false);
     if (rc == -EAGAIN)
-        rc = try_turn(s, &t, subs, outs, prune, true);
+        rc = try_turn(s, &t, subs, outs, ops, prune, true);
     if (rc)
-        turn_failed(s, &t, subs, outs, rc);
+        turn_failed(s, &t, subs, outs, ops, rc);
     else
-        turn_committed(s, &t, subs, outs);
+        turn_committed(s, &t, subs, outs, ops);
 }
 
 /* Sleep until work, stop, or @deadline_ms (monotonic). Called locked. */
@@ -1815,7 +2202,7 @@ static void *writer_main(void *arg)
     for (;;) {
         int64_t now = clock_mono_ms();
         atomic_store(&s->heartbeat_ms, now);
-        bool work = s->subs || s->outs;
+        bool work = s->subs || s->outs || s->ops;
         if (s->stopping && !work)
             break;
         /* After a failed turn, queued work waits (a full disk must not
@@ -1831,18 +2218,21 @@ static void *writer_main(void *arg)
         }
         struct spool_write *subs = ready ? s->subs : NULL;
         struct outcome_batch *outs = ready ? s->outs : NULL;
+        struct admin_op *ops = ready ? s->ops : NULL;
         if (ready) {
             s->subs = NULL;
             s->subs_tail = &s->subs;
             s->outs = NULL;
             s->outs_tail = &s->outs;
+            s->ops = NULL;
+            s->ops_tail = &s->ops;
         }
         pthread_mutex_unlock(&s->lock);
         if (housekeeping)
             s->next_housekeeping_ms = now + HOUSEKEEPING_MS;
         /* Prune even with dedupe off: a former window may have left rows. */
         bool prune = housekeeping || (ready && s->prune_backlog);
-        run_turn(s, subs, outs, prune);
+        run_turn(s, subs, outs, ops, prune);
         if (ready)
             idle_turns = 0;
         else if (housekeeping && ++idle_turns >= 2)
@@ -1910,8 +2300,45 @@ int spool_post_outcomes(struct spool *s, const struct spool_outcome *o,
 
 void spool_set_commit_cb(struct spool *s, spool_commit_cb cb, void *arg)
 {
+    pthread_mutex_lock(&s->cb_lock);
     s->commit_cb = cb;
     s->commit_arg = arg;
+    pthread_mutex_unlock(&s->cb_lock);
+}
+
+/* Queue an admin op and wait until the writer has finished it. */
+static long admin_run(struct spool *s, bool purge,
+                      const struct spool_dead_filter *f)
+{
+    struct admin_op op = {.purge = purge,
+                          .id = f && f->id > 0 ? f->id : 0,
+                          .peer = f ? f->peer : NULL};
+    long rc;
+    pthread_mutex_lock(&s->lock);
+    if (s->stopping) {
+        rc = -ESHUTDOWN;
+    } else if (!s->started) {
+        rc = -EAGAIN; /* nobody would ever run it */
+    } else {
+        *s->ops_tail = &op;
+        s->ops_tail = &op.next;
+        wake_locked(s);
+        while (!op.finished)
+            pthread_cond_wait(&s->admin_cond, &s->lock);
+        rc = op.result < 0 ? op.result : op.done;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+long spool_dead_replay(struct spool *s, const struct spool_dead_filter *f)
+{
+    return admin_run(s, false, f);
+}
+
+long spool_dead_purge(struct spool *s, const struct spool_dead_filter *f)
+{
+    return admin_run(s, true, f);
 }
 
 static void stop_checkpointer(struct spool *s)
@@ -1999,8 +2426,10 @@ void spool_close(struct spool *s)
     free(s->wal_path);
     pthread_cond_destroy(&s->cond);
     pthread_cond_destroy(&s->ckpt_cond);
+    pthread_cond_destroy(&s->admin_cond);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->counts_lock);
+    pthread_mutex_destroy(&s->cb_lock);
     free(s);
 }
 
@@ -2123,7 +2552,7 @@ long spool_fetch_due(struct spool_reader *r, const char *peer, int64_t now_ms,
     int rc = SQLITE_DONE;
     long err = 0;
     sqlite3_bind_text(st, 1, peer, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now_ms);
+    sqlite3_bind_int64(st, 2, now_ms < PARKED_MS ? now_ms : PARKED_MS - 1);
     while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         /* Ask before loading: the big columns are read only if kept. */
         if (skip && skip(arg, sqlite3_column_int64(st, 0)))
@@ -2176,9 +2605,9 @@ int64_t spool_oldest_ms(struct spool_reader *r, const char *peer)
     return oldest;
 }
 
-long spool_pending_peers(struct spool_reader *r, char ***names)
+/* The names statement @st returns: a new array of new strings. */
+static long list_names(sqlite3_stmt *st, char ***names)
 {
-    sqlite3_stmt *st = r->st[R_PEERS];
     char **v = NULL;
     size_t n = 0, cap = 0;
     long err = 0;
@@ -2213,6 +2642,11 @@ long spool_pending_peers(struct spool_reader *r, char ***names)
     return (long)n;
 }
 
+long spool_pending_peers(struct spool_reader *r, char ***names)
+{
+    return list_names(r->st[R_PEERS], names);
+}
+
 void spool_delivery_free(struct spool_delivery *d)
 {
     if (!d)
@@ -2222,4 +2656,175 @@ void spool_delivery_free(struct spool_delivery *d)
     free(d->text);
     free(d->data);
     memset(d, 0, sizeof(*d));
+}
+
+/* ---- reader: dead letters ------------------------------------------------ */
+
+void spool_dead_letter_free(struct spool_dead_letter *dl)
+{
+    if (!dl)
+        return;
+    free(dl->peer);
+    free(dl->event_id);
+    free(dl->source);
+    free(dl->type);
+    free(dl->reason);
+    free(dl->last_error);
+    memset(dl, 0, sizeof(*dl));
+}
+
+/* The DEAD_COLUMNS of the current row into @dl. 0 or -ENOMEM. */
+static int load_dead_letter(sqlite3_stmt *st, struct spool_dead_letter *dl)
+{
+    memset(dl, 0, sizeof(*dl));
+    dl->id = sqlite3_column_int64(st, 0);
+    dl->peer = dup_column(st, 1, NULL);
+    dl->event_id = dup_column(st, 2, NULL);
+    dl->source = dup_column(st, 3, NULL);
+    dl->type = dup_column(st, 4, NULL);
+    dl->attempts = sqlite3_column_int(st, 5);
+    dl->received_ms = sqlite3_column_int64(st, 6);
+    dl->dead_ms = sqlite3_column_int64(st, 7);
+    dl->reason = dup_column(st, 8, NULL);
+    dl->last_status = (long)sqlite3_column_int64(st, 9);
+    bool ok = dl->peer && dl->event_id && dl->source && dl->type && dl->reason;
+    if (ok && sqlite3_column_type(st, 10) != SQLITE_NULL)
+        ok = (dl->last_error = dup_column(st, 10, NULL)) != NULL;
+    if (!ok) {
+        spool_dead_letter_free(dl);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+long spool_dead_list(struct spool_reader *r, const char *peer, int64_t after,
+                     size_t limit, struct spool_dead_letter *out)
+{
+    sqlite3_stmt *st = r->st[peer ? R_DEAD_LIST_PEER : R_DEAD_LIST];
+    size_t n = 0;
+    long err = 0;
+    int rc = SQLITE_DONE;
+    if (limit == 0)
+        return 0;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+    if (peer)
+        sqlite3_bind_text(st, 3, peer, -1, SQLITE_STATIC);
+    while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (load_dead_letter(st, &out[n]) != 0) {
+            err = -ENOMEM;
+            break;
+        }
+        n++;
+    }
+    sqlite3_reset(st);
+    if (!err && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = sqlite_errno(rc);
+    if (err) {
+        while (n > 0)
+            spool_dead_letter_free(&out[--n]);
+        return err;
+    }
+    return (long)n;
+}
+
+void spool_dead_detail_free(struct spool_dead_detail *d)
+{
+    if (!d)
+        return;
+    spool_dead_letter_free(&d->dl);
+    for (size_t i = 0; i < d->n_attempts; i++)
+        free(d->attempts[i].error);
+    free(d->attempts);
+    free(d->text);
+    free(d->data);
+    memset(d, 0, sizeof(*d));
+}
+
+/* The dead letter's row (R_DEAD_GET is stepped) with its event. */
+static int load_dead_detail(sqlite3_stmt *st, struct spool_dead_detail *d)
+{
+    int rc = load_dead_letter(st, &d->dl);
+    if (rc)
+        return rc;
+    d->has_event = sqlite3_column_int(st, 11) != 0;
+    if (!d->has_event)
+        return 0;
+    d->format = sqlite3_column_int(st, 12) == EVENT_BINARY ? EVENT_BINARY
+                                                           : EVENT_STRUCTURED;
+    if (!(d->text = dup_column(st, 13, &d->text_len)))
+        return -ENOMEM;
+    if (sqlite3_column_type(st, 14) != SQLITE_NULL &&
+        !(d->data = dup_column(st, 14, &d->data_len)))
+        return -ENOMEM;
+    return 0;
+}
+
+/* Append the current attempt row to @d. 0 or -ENOMEM. */
+static int add_attempt(sqlite3_stmt *st, struct spool_dead_detail *d,
+                       size_t *cap)
+{
+    if (d->n_attempts == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        struct spool_attempt *a = realloc(d->attempts, ncap * sizeof(*a));
+        if (!a)
+            return -ENOMEM;
+        d->attempts = a;
+        *cap = ncap;
+    }
+    struct spool_attempt *a = &d->attempts[d->n_attempts];
+    *a = (struct spool_attempt){.n = sqlite3_column_int(st, 0),
+                                .at_ms = sqlite3_column_int64(st, 1),
+                                .duration_ms = sqlite3_column_int64(st, 2),
+                                .status = (long)sqlite3_column_int64(st, 3)};
+    if (sqlite3_column_type(st, 4) != SQLITE_NULL &&
+        !(a->error = dup_column(st, 4, NULL)))
+        return -ENOMEM;
+    d->n_attempts++;
+    return 0;
+}
+
+static int load_attempts(struct spool_reader *r, int64_t id,
+                         struct spool_dead_detail *d)
+{
+    sqlite3_stmt *st = r->st[R_DEAD_ATTEMPTS];
+    size_t cap = 0;
+    int err = 0, rc;
+    sqlite3_bind_int64(st, 1, id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if ((err = add_attempt(st, d, &cap)) != 0)
+            break;
+    sqlite3_reset(st);
+    if (!err && rc != SQLITE_DONE)
+        err = sqlite_errno(rc);
+    return err;
+}
+
+int spool_dead_get(struct spool_reader *r, int64_t id,
+                   struct spool_dead_detail *out)
+{
+    sqlite3_stmt *st = r->st[R_DEAD_GET];
+    memset(out, 0, sizeof(*out));
+    int rc = run(r->st[R_BEGIN]); /* one snapshot for both queries */
+    if (rc != SQLITE_DONE)
+        return sqlite_errno(rc);
+    int err = -ENOENT;
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        err = load_dead_detail(st, out);
+    else if (rc != SQLITE_DONE)
+        err = sqlite_errno(rc);
+    sqlite3_reset(st);
+    if (!err)
+        err = load_attempts(r, id, out);
+    run(r->st[R_COMMIT]);
+    if (err)
+        spool_dead_detail_free(out);
+    return err;
+}
+
+long spool_dead_peers(struct spool_reader *r, char ***names)
+{
+    return list_names(r->st[R_DEAD_PEERS], names);
 }

@@ -135,13 +135,25 @@ int spool_post_outcomes(struct spool *s, const struct spool_outcome *o,
 
 /** What a commit made durable, for the commit callback. */
 struct spool_commit {
-    size_t n_new_deliveries;  /* delivery rows created by ingest */
+    /* A wake-up hint: > 0 when the commit may have made deliveries due
+     * that no fetch has seen yet: rows created by ingest or by a replay of
+     * dead letters, and ordered deliveries that became the head of their
+     * partition key because the head before them settled. */
+    size_t n_new_deliveries;
     const int64_t *settled;   /* delivery ids whose outcome is durable */
     size_t n_settled;
 };
 
-/** Called on the writer thread after each successful commit. Set before start. */
+/** Called on the writer thread after each successful commit. */
 typedef void (*spool_commit_cb)(void *arg, const struct spool_commit *c);
+
+/**
+ * Set (or, with NULL, clear) the commit callback. Safe while the writer
+ * runs (a reload swaps dispatchers): it waits for a callback in progress,
+ * and once it returns the previous callback is never called again, so its
+ * @arg may be freed. Must not be called from inside a commit callback (it
+ * would wait for itself).
+ */
 void spool_set_commit_cb(struct spool *s, spool_commit_cb cb, void *arg);
 
 /* ---- lifecycle ------------------------------------------------------- */
@@ -188,7 +200,9 @@ struct spool_delivery {
     int64_t id;
     int64_t event_seq;      /* acceptance order */
     int attempts;           /* failed attempts so far */
-    int64_t received_ms;
+    int64_t received_ms;    /* when the event was accepted or, for a
+                             * delivery replayed from the dead letters,
+                             * replayed: max_age_s counts from here */
     int64_t next_ms;
     char *event_id;         /* the CloudEvent id, for logs */
     char *partition_key;    /* NULL when none */
@@ -210,6 +224,14 @@ typedef bool (*spool_skip_cb)(void *arg, int64_t delivery_id);
  * (next_ms, id) order into @out, skipping ids for which @skip returns true
  * (those already in the dispatcher's hands). Returns how many, or -errno.
  * Free each with spool_delivery_free.
+ *
+ * Ordered deliveries (spool_event.ordered) are returned only when they are
+ * the head of their (peer, partition key): no pending delivery of that
+ * peer and key has a smaller id. While the head waits for a retry or is in
+ * flight (it stays pending until its outcome commits), the rest of its key
+ * waits; other keys and unordered deliveries are unaffected. When the head
+ * is delivered or dead-lettered, the next one becomes due in the same
+ * commit (n_new_deliveries tells the commit callback to look).
  */
 long spool_fetch_due(struct spool_reader *r, const char *peer, int64_t now_ms,
                      size_t max, spool_skip_cb skip, void *arg,
@@ -229,5 +251,111 @@ long spool_pending_peers(struct spool_reader *r, char ***names);
 
 /** Free what @d owns (not @d itself) and zero it. NULL-safe. */
 void spool_delivery_free(struct spool_delivery *d);
+
+/* ---- dead letters (the admin API) -------------------------------------
+ *
+ * A dead letter keeps the id of the delivery it was. Reads go through a
+ * spool_reader (the admin listener keeps its own, never the dispatcher's);
+ * replay and purge are writes, so they are queued to the writer like
+ * everything else and the caller blocks until they are committed. They run
+ * in bounded batches per writer turn, so purging a million dead letters
+ * does not hold ingest's 202s behind one huge transaction.
+ */
+
+/** One dead letter as listed. Everything owned; free with
+ *  spool_dead_letter_free. Strings are "" when the event is missing. */
+struct spool_dead_letter {
+    int64_t id;
+    char *peer;
+    char *event_id;      /* the CloudEvent id */
+    char *source;
+    char *type;
+    int attempts;        /* attempts made */
+    int64_t received_ms; /* when the event was accepted */
+    int64_t dead_ms;     /* when it was dead-lettered */
+    char *reason;        /* e.g. "status 404", "max_attempts reached" */
+    long last_status;    /* HTTP status of the last attempt, 0 when none */
+    char *last_error;    /* transport error of the last attempt, or NULL */
+};
+
+/**
+ * Load up to @limit dead letters with id > @after (0: from the start), of
+ * @peer only unless NULL, in id order into @out. Returns how many, or
+ * -errno (then @out holds nothing to free). Page on with the last id as
+ * the next @after. Use from the reader's thread only.
+ */
+long spool_dead_list(struct spool_reader *r, const char *peer, int64_t after,
+                     size_t limit, struct spool_dead_letter *out);
+
+/** Free what @dl owns (not @dl itself) and zero it. NULL-safe. */
+void spool_dead_letter_free(struct spool_dead_letter *dl);
+
+/** One failed attempt of a dead letter's history. */
+struct spool_attempt {
+    int n;               /* 1-based attempt number */
+    int64_t at_ms;       /* wall time it started */
+    int64_t duration_ms;
+    long status;         /* HTTP status, 0 when none */
+    char *error;         /* transport error, or NULL */
+};
+
+/** A dead letter with its attempt history and its stored event. */
+struct spool_dead_detail {
+    struct spool_dead_letter dl;
+    struct spool_attempt *attempts; /* by n; n_attempts of them */
+    size_t n_attempts;
+    bool has_event;      /* false only if the event row is missing */
+    enum event_format format; /* the stored form, for event_load() */
+    char *text;
+    size_t text_len;
+    void *data;          /* BINARY only, else NULL */
+    size_t data_len;
+};
+
+/**
+ * Load dead letter @id with its history and event into @out (one
+ * consistent snapshot). Returns 0, -ENOENT when there is no such dead
+ * letter, or -errno; on failure @out holds nothing to free. Free with
+ * spool_dead_detail_free.
+ */
+int spool_dead_get(struct spool_reader *r, int64_t id,
+                   struct spool_dead_detail *out);
+
+/** Free what @d owns (not @d itself) and zero it. NULL-safe. */
+void spool_dead_detail_free(struct spool_dead_detail *d);
+
+/** Peers that have dead letters, by name. New array of new strings in
+ *  *@names; returns the count or -errno (then *@names is NULL). */
+long spool_dead_peers(struct spool_reader *r, char ***names);
+
+/** Which dead letters a replay or purge applies to. */
+struct spool_dead_filter {
+    int64_t id;       /* > 0: only this one */
+    const char *peer; /* non-NULL: only this peer's; with neither, all */
+};
+
+/**
+ * Move the dead letters matching @f back to pending: attempts reset to 0,
+ * due now, their attempt history deleted, max_age_s counted from now. Each
+ * gets a new delivery id, so an ordered one joins the back of its key's
+ * queue. Dead letters that become dead again while a large replay is
+ * still running are not replayed twice. Wakes the commit callback.
+ *
+ * The spool does not know the configuration: the caller must refuse
+ * replays to peers that no longer exist (nothing would deliver them).
+ * Blocks until committed; call from any thread but the writer's (never
+ * from a commit or done callback). Returns how many were replayed (0 when
+ * none matched), -ESHUTDOWN when the spool is stopping, -EAGAIN when the
+ * writer was never started, or -EIO / -ENOSPC / -ENOMEM when a commit
+ * failed (batches committed before stay committed).
+ */
+long spool_dead_replay(struct spool *s, const struct spool_dead_filter *f);
+
+/**
+ * Delete the dead letters matching @f with their attempt history; an event
+ * no delivery or dead letter needs any more is deleted too. Blocking and
+ * returns as spool_dead_replay (the number purged).
+ */
+long spool_dead_purge(struct spool *s, const struct spool_dead_filter *f);
 
 #endif

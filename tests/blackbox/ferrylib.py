@@ -352,6 +352,11 @@ class Peer:
         with self.lock:
             return self.script.popleft() if self.script else self.default
 
+    def reply_for(self, req: "Request") -> Reply:
+        """The reply to req: the script, then the default.  Subclasses may
+        answer by content instead (e.g. fail one event id)."""
+        return self._next_reply()
+
     # -- lifecycle
     def url(self, path: str = "/events") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -401,7 +406,7 @@ class Peer:
                     return
                 req = Request(self.command, self.path, list(self.headers.items()),
                               body, time.monotonic())
-                reply = peer._next_reply()
+                reply = peer.reply_for(req)
                 req.status = reply.status
                 with peer.lock:
                     peer.requests.append(req)
@@ -582,6 +587,44 @@ class Ferry:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    @property
+    def admin_base(self) -> str:
+        """Base URL of the admin listener (admin.listen)."""
+        listen = self.extra_env.get("FERRY_ADMIN_LISTEN") \
+            or (self.config or {}).get("admin", {}).get("listen") or "127.0.0.1:8081"
+        return f"http://{listen}"
+
+    def admin(self, method: str, path: str, token: str | None = None,
+              timeout: float = 15.0) -> Resp:
+        """One request to the admin listener (POST with an empty body)."""
+        h = {"Authorization": f"Bearer {token}"} if token else {}
+        body = b"" if method == "POST" else None
+        return http_request(method, self.admin_base + path, body, h, timeout=timeout)
+
+    def dead_letters(self, token: str | None = None, **query) -> list:
+        """Every dead letter (following the cursors), as dicts."""
+        items, after = [], None
+        while True:
+            q = dict(query)
+            if after:
+                q["after"] = after
+            path = "/v1/dead-letters" + ("?" + urllib.parse.urlencode(q) if q else "")
+            r = self.admin("GET", path, token)
+            assert r.status == 200, f"GET {path} -> {r.status} {r.body[:300]!r}"
+            page = r.json()
+            items += page["items"]
+            after = page["next"]
+            if not after:
+                return items
+
+    def wait_dead_letters(self, n: int, timeout: float = 10.0, token: str | None = None,
+                          **query) -> list:
+        """Wait until at least n dead letters (matching query) exist."""
+        return wait_for(lambda: (lambda d: d if len(d) >= n else None)(
+                            self.dead_letters(token, **query)), timeout,
+                        msg=lambda: f"{self.name}: expected >= {n} dead letters, got "
+                                    f"{self.dead_letters(token, **query)}")
 
     @property
     def stdout_path(self) -> Path:

@@ -54,6 +54,7 @@ struct fixture {
     size_t n_new;
     int64_t settled[256];
     size_t n_settled;
+    size_t n_settled_total; /* not capped at 256 */
 };
 
 /* ---- harness ------------------------------------------------------- */
@@ -108,6 +109,7 @@ static void on_commit(void *arg, const struct spool_commit *c)
     f->n_new += c->n_new_deliveries;
     for (size_t i = 0; i < c->n_settled && f->n_settled < 256; i++)
         f->settled[f->n_settled++] = c->settled[i];
+    f->n_settled_total += c->n_settled;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
 }
@@ -869,7 +871,7 @@ static void test_spool_counts_loaded_at_open(void **state)
     assert_counts(f, "b", 1, 0);
     /* No attempt was made, so no attempt row. */
     assert_int_equal(query_int(f, "SELECT count(*) FROM attempts"), 0);
-    assert_int_equal(query_int(f, "PRAGMA user_version"), 1);
+    assert_int_equal(query_int(f, "PRAGMA user_version"), 2);
     assert_int_equal(query_int(f, "SELECT count(*) FROM pragma_journal_mode"
                                   " WHERE journal_mode = 'wal'"),
                      1);
@@ -1110,6 +1112,650 @@ static void test_spool_acknowledged_events_survive_kill9(void **state)
                      1);
 }
 
+
+/* ---- ordered delivery ------------------------------------------------ */
+
+static const unsigned char ORDERED[] = {1, 1, 1, 1};
+
+/* An event to @peers, ordered on all of them, with partition key @key. */
+static struct spool_event keyed(const char *id, const char *const *peers,
+                                size_t n, const char *key)
+{
+    struct spool_event ev = event(id, peers, n, "{}");
+    ev.partition_key = key;
+    ev.ordered = ORDERED;
+    return ev;
+}
+
+/* The event ids of @peer's due deliveries at @now, comma-separated into
+ * @out (ids of at most 64), with their delivery ids in @ids if not NULL. */
+static const char *due_ids(struct fixture *f, const char *peer, int64_t now,
+                           char *out, size_t len, int64_t *ids)
+{
+    struct spool_delivery d[64];
+    long n = fetch_all(f, peer, now, d);
+    out[0] = '\0';
+    for (long i = 0; i < n; i++) {
+        size_t used = strlen(out);
+        snprintf(out + used, len - used, "%s%s", i ? "," : "", d[i].event_id);
+        if (ids)
+            ids[i] = d[i].id;
+    }
+    free_all(d, n);
+    return out;
+}
+
+/* Post @kind for delivery @id and wait until it is durable. */
+static void settle(struct fixture *f, int64_t id, enum spool_outcome_kind kind,
+                   int64_t next_ms)
+{
+    struct spool_outcome o = outcome(id, kind, 1, kind == SPOOL_DEAD ? 404 : 200);
+    o.next_ms = next_ms;
+    if (kind == SPOOL_DEAD)
+        snprintf(o.reason, sizeof(o.reason), "status 404");
+    post_sync(f, &o, 1);
+}
+
+static void test_spool_ordered_fetch_returns_heads_only(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const p[] = {"p"};
+    char got[256];
+    int64_t ids[64];
+    struct spool_event evs[5] = {keyed("a1", p, 1, "A"), keyed("a2", p, 1, "A"),
+                                 keyed("b1", p, 1, "B"), event("u1", p, 1, "{}"),
+                                 keyed("n1", p, 1, NULL)};
+    start_spool(f, 0, 600);
+    assert_int_equal(submit_sync(f, evs, 3, NULL), 3);
+    assert_int_equal(submit_sync(f, evs + 3, 2, NULL), 2);
+    /* A second submission of the same key queues behind the first. */
+    struct spool_event a3 = keyed("a3", p, 1, "A");
+    assert_int_equal(submit_sync(f, &a3, 1, NULL), 1);
+    assert_counts(f, "p", 6, 0);
+
+    /* u1 is unordered; n1 asked for order but has no key: unordered. */
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids),
+                        "a1,b1,u1,n1");
+    assert_int_equal(spool_next_due(f->r, "p", T0), INT64_MAX);
+
+    wait_commits(f, 2);
+    size_t before = new_deliveries(f);
+    settle(f, ids[0], SPOOL_DELIVERED, 0);
+    assert_true(new_deliveries(f) > before); /* the dispatcher must look */
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids),
+                        "a2,b1,u1,n1");
+    settle(f, ids[0], SPOOL_DELIVERED, 0);
+    /* Same received time: (next_ms, id) order puts the later a3 last. */
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), NULL),
+                        "b1,u1,n1,a3");
+    /* Even "now = forever" (orphan paging) never returns a parked one. */
+    struct spool_event a4 = keyed("a4", p, 1, "A");
+    assert_int_equal(submit_sync(f, &a4, 1, NULL), 1);
+    assert_string_equal(due_ids(f, "p", INT64_MAX, got, sizeof(got), NULL),
+                        "b1,u1,n1,a3");
+}
+
+static void test_spool_ordered_retrying_head_blocks_only_its_key(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const p[] = {"p"};
+    char got[256];
+    int64_t ids[64];
+    struct spool_event evs[4] = {keyed("a1", p, 1, "A"), keyed("a2", p, 1, "A"),
+                                 keyed("b1", p, 1, "B"), keyed("b2", p, 1, "B")};
+    start_spool(f, 0, 600);
+    assert_int_equal(submit_sync(f, evs, 4, NULL), 4);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "a1,b1");
+    int64_t a1 = ids[0], b1 = ids[1];
+
+    settle(f, a1, SPOOL_RETRY, T0 + 5000);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), NULL), "b1");
+    settle(f, b1, SPOOL_DELIVERED, 0);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), NULL), "b2");
+    assert_int_equal(spool_next_due(f->r, "p", T0), T0 + 5000);
+    /* The retry comes due: the head again, never a2 before it. */
+    assert_string_equal(due_ids(f, "p", T0 + 5000, got, sizeof(got), ids),
+                        "b2,a1");
+    assert_int_equal(ids[1], a1);
+    /* A dead head unblocks its key. */
+    settle(f, a1, SPOOL_DEAD, 0);
+    assert_string_equal(due_ids(f, "p", T0 + 5000, got, sizeof(got), NULL),
+                        "a2,b2");
+    assert_counts(f, "p", 2, 1);
+}
+
+static void test_spool_ordered_order_survives_reopen(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const p[] = {"p"};
+    char got[256];
+    int64_t ids[64];
+    struct spool_event evs[3] = {keyed("k1", p, 1, "K"), keyed("k2", p, 1, "K"),
+                                 keyed("k3", p, 1, "K")};
+    start_spool(f, 0, 600);
+    assert_int_equal(submit_sync(f, evs, 3, NULL), 3);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "k1");
+    close_spool(f); /* k1 was "in flight": no outcome */
+
+    start_spool(f, 0, 600);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "k1");
+    settle(f, ids[0], SPOOL_DELIVERED, 0);
+    close_spool(f);
+
+    start_spool(f, 0, 600);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "k2");
+    settle(f, ids[0], SPOOL_DELIVERED, 0);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), NULL), "k3");
+}
+
+static void test_spool_ordered_per_peer_and_unordered_unaffected(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const pq[] = {"p", "q"};
+    static const unsigned char only_p[] = {1, 0};
+    char got[256];
+    struct spool_event evs[3];
+    for (int i = 0; i < 3; i++) {
+        static const char *const names[] = {"e1", "e2", "e3"};
+        evs[i] = keyed(names[i], pq, 2, "K");
+        evs[i].ordered = only_p;
+    }
+    start_spool(f, 0, 600);
+    assert_int_equal(submit_sync(f, evs, 3, NULL), 3);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), NULL), "e1");
+    assert_string_equal(due_ids(f, "q", T0, got, sizeof(got), NULL),
+                        "e1,e2,e3");
+    assert_int_equal(query_int(f, "SELECT count(*) FROM deliveries"
+                                  " WHERE peer = 'q' AND okey IS NULL"),
+                     3);
+}
+
+/* The version 1 schema as ferry 0.1.0 created it. */
+static const char v1_schema[] =
+    "CREATE TABLE events("
+    " seq INTEGER PRIMARY KEY, source TEXT NOT NULL, ce_id TEXT NOT NULL,"
+    " received_ms INTEGER NOT NULL, partition_key TEXT,"
+    " format INTEGER NOT NULL, text BLOB NOT NULL, data BLOB,"
+    " refs INTEGER NOT NULL);"
+    "CREATE TABLE deliveries("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, event_seq INTEGER NOT NULL,"
+    " peer TEXT NOT NULL, attempts INTEGER NOT NULL, next_ms INTEGER NOT NULL);"
+    "CREATE INDEX deliveries_due ON deliveries(peer, next_ms, id);"
+    "CREATE UNIQUE INDEX deliveries_event ON deliveries(peer, event_seq);"
+    "CREATE TABLE dead_letters("
+    " id INTEGER PRIMARY KEY, event_seq INTEGER NOT NULL, peer TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL, dead_ms INTEGER NOT NULL,"
+    " reason TEXT NOT NULL, last_status INTEGER NOT NULL, last_error TEXT);"
+    "CREATE INDEX dead_letters_peer ON dead_letters(peer, id);"
+    "CREATE TABLE attempts("
+    " delivery_id INTEGER NOT NULL, n INTEGER NOT NULL, at_ms INTEGER NOT NULL,"
+    " duration_ms INTEGER NOT NULL, status INTEGER NOT NULL, error TEXT);"
+    "CREATE INDEX attempts_delivery ON attempts(delivery_id, n);"
+    "CREATE TABLE dedupe("
+    " seq INTEGER PRIMARY KEY, source TEXT NOT NULL, ce_id TEXT NOT NULL,"
+    " expires_ms INTEGER NOT NULL);"
+    "INSERT INTO events VALUES(1, '/s', 'old1', 1700000000000, 'K', 0,"
+    " '{\"id\":\"old1\",\"type\":\"t.old\"}', NULL, 1);"
+    "INSERT INTO events VALUES(2, '/s', 'old2', 1700000000000, NULL, 0,"
+    " '{\"id\":\"old2\",\"type\":\"t.old\"}', NULL, 1);"
+    "INSERT INTO deliveries VALUES(7, 1, 'p', 2, 1700000000000);"
+    "INSERT INTO dead_letters VALUES(5, 2, 'p', 3, 1700000000001,"
+    " 'status 404', 404, NULL);"
+    "INSERT INTO attempts VALUES(5, 3, 1700000000000, 12, 404, NULL);"
+    "PRAGMA user_version = 1;";
+
+static void test_spool_migrates_a_v1_database(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const p[] = {"p"};
+    char path[128], got[256];
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof(path), "%s/spool.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    start_spool(f, 0, 600);
+    assert_int_equal(query_int(f, "PRAGMA user_version"), 2);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM sqlite_master"
+                                  " WHERE name = 'deliveries_okey'"),
+                     1);
+    assert_counts(f, "p", 1, 1);
+    /* Old deliveries are unordered and still due; new ids follow on. */
+    struct spool_event evs[2] = {keyed("new1", p, 1, "K"),
+                                 keyed("new2", p, 1, "K")};
+    assert_int_equal(submit_sync(f, evs, 2, NULL), 2);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), NULL),
+                        "old1,new1");
+    assert_int_equal(query_int(f, "SELECT min(id) FROM deliveries"
+                                  " WHERE okey = 'K'"),
+                     8);
+    /* The old dead letter reads like a new one. */
+    struct spool_dead_detail d;
+    assert_int_equal(spool_dead_get(f->r, 5, &d), 0);
+    assert_string_equal(d.dl.event_id, "old2");
+    assert_string_equal(d.dl.type, "t.old");
+    assert_int_equal(d.n_attempts, 1);
+    spool_dead_detail_free(&d);
+    assert_int_equal(spool_dead_replay(f->s, &(struct spool_dead_filter){.id = 5}),
+                     1);
+    assert_counts(f, "p", 4, 0);
+}
+
+static void test_spool_refuses_a_newer_schema(void **state)
+{
+    struct fixture *f = *state;
+    char path[128], err[256] = "";
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof(path), "%s/spool.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    struct spool_options opt = {.dir = f->dir, .clock_ms = test_clock};
+    assert_null(spool_open(&opt, err, sizeof(err)));
+    assert_non_null(strstr(err, "newer"));
+}
+
+/* ---- dead letters ------------------------------------------------------ */
+
+/* Submit one event per peer name in @peers[i] (ids "d0", "d1", ...) with
+ * a type, and dead-letter each; the dead letters' ids go to @ids. */
+static void make_dead(struct fixture *f, const char *const *peers, size_t n,
+                      int64_t *ids)
+{
+    for (size_t i = 0; i < n; i++) {
+        char id[32], text[96];
+        snprintf(id, sizeof(id), "d%zu", i);
+        snprintf(text, sizeof(text),
+                 "{\"id\":\"%s\",\"source\":\"/test\",\"type\":\"t.%zu\"}", id, i);
+        struct spool_event ev = event(id, &peers[i], 1, text);
+        struct spool_delivery d[64];
+        assert_int_equal(submit_sync(f, &ev, 1, NULL), 1);
+        long got = fetch_all(f, peers[i], INT64_MAX - 1, d);
+        assert_true(got >= 1);
+        ids[i] = d[got - 1].id;
+        free_all(d, got);
+        struct spool_outcome o[2] = {outcome(ids[i], SPOOL_RETRY, 1, 503),
+                                     outcome(ids[i], SPOOL_DEAD, 2, 404)};
+        o[0].next_ms = T0;
+        snprintf(o[1].reason, sizeof(o[1].reason), "status 404");
+        post_sync(f, o, 2);
+    }
+}
+
+static void free_list(struct spool_dead_letter *dl, long n)
+{
+    for (long i = 0; i < n; i++)
+        spool_dead_letter_free(&dl[i]);
+}
+
+static void test_spool_dead_list_pages_and_filters(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const peers[] = {"a", "b", "a", "a", "b"};
+    int64_t ids[5];
+    struct spool_dead_letter dl[8];
+    start_spool(f, 0, 600);
+    atomic_store(&test_now, T0 + 100);
+    make_dead(f, peers, 5, ids);
+
+    long n = spool_dead_list(f->r, NULL, 0, 8, dl);
+    assert_int_equal(n, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(dl[i].id, ids[i]);
+    assert_string_equal(dl[0].peer, "a");
+    assert_string_equal(dl[0].event_id, "d0");
+    assert_string_equal(dl[0].source, "/test");
+    assert_string_equal(dl[0].type, "t.0");
+    assert_int_equal(dl[0].attempts, 2);
+    assert_int_equal(dl[0].received_ms, T0);
+    assert_int_equal(dl[0].dead_ms, T0 + 100);
+    assert_string_equal(dl[0].reason, "status 404");
+    assert_int_equal(dl[0].last_status, 404);
+    assert_null(dl[0].last_error);
+    free_list(dl, n);
+
+    /* Pages of two: the last id is the cursor. */
+    n = spool_dead_list(f->r, NULL, 0, 2, dl);
+    assert_int_equal(n, 2);
+    int64_t cursor = dl[1].id;
+    free_list(dl, n);
+    n = spool_dead_list(f->r, NULL, cursor, 2, dl);
+    assert_int_equal(n, 2);
+    assert_int_equal(dl[0].id, ids[2]);
+    cursor = dl[1].id;
+    free_list(dl, n);
+    n = spool_dead_list(f->r, NULL, cursor, 2, dl);
+    assert_int_equal(n, 1);
+    assert_int_equal(dl[0].id, ids[4]);
+    free_list(dl, n);
+
+    n = spool_dead_list(f->r, "a", ids[0], 8, dl);
+    assert_int_equal(n, 2);
+    assert_int_equal(dl[0].id, ids[2]);
+    assert_int_equal(dl[1].id, ids[3]);
+    free_list(dl, n);
+    assert_int_equal(spool_dead_list(f->r, "nobody", 0, 8, dl), 0);
+    assert_int_equal(spool_dead_list(f->r, NULL, 0, 0, dl), 0);
+
+    char **names = NULL;
+    assert_int_equal(spool_dead_peers(f->r, &names), 2);
+    assert_string_equal(names[0], "a");
+    assert_string_equal(names[1], "b");
+    free(names[0]);
+    free(names[1]);
+    free(names);
+}
+
+static void test_spool_dead_get_has_history_and_event(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const a[] = {"a"};
+    int64_t id;
+    struct spool_dead_detail d;
+    start_spool(f, 0, 600);
+    make_dead(f, a, 1, &id);
+
+    assert_int_equal(spool_dead_get(f->r, id, &d), 0);
+    assert_int_equal(d.dl.id, id);
+    assert_string_equal(d.dl.type, "t.0");
+    assert_int_equal(d.n_attempts, 2);
+    assert_int_equal(d.attempts[0].n, 1);
+    assert_int_equal(d.attempts[0].status, 503);
+    assert_int_equal(d.attempts[0].at_ms, T0 + 1);
+    assert_int_equal(d.attempts[0].duration_ms, 7);
+    assert_null(d.attempts[0].error);
+    assert_int_equal(d.attempts[1].n, 2);
+    assert_int_equal(d.attempts[1].status, 404);
+    assert_true(d.has_event);
+    assert_int_equal(d.format, EVENT_STRUCTURED);
+    assert_string_equal(d.text,
+                        "{\"id\":\"d0\",\"source\":\"/test\",\"type\":\"t.0\"}");
+    assert_null(d.data);
+    spool_dead_detail_free(&d);
+    assert_int_equal(spool_dead_get(f->r, id + 1000, &d), -ENOENT);
+    spool_dead_detail_free(&d); /* nothing to free: still safe */
+}
+
+static void test_spool_dead_replay_one_moves_it_back(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const a[] = {"a"};
+    int64_t id;
+    struct spool_delivery d[64];
+    start_spool(f, 0, 600);
+    make_dead(f, a, 1, &id);
+    assert_counts(f, "a", 0, 1);
+    atomic_store(&test_now, T0 + 9000);
+    size_t before = new_deliveries(f);
+
+    long n = spool_dead_replay(f->s, &(struct spool_dead_filter){.id = id});
+    assert_int_equal(n, 1);
+    assert_true(new_deliveries(f) > before); /* the dispatcher was told */
+    assert_counts(f, "a", 1, 0);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM dead_letters"), 0);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM attempts"), 0);
+    assert_int_equal(fetch_all(f, "a", T0 + 8999, d), 0); /* due as of now */
+    assert_int_equal(fetch_all(f, "a", T0 + 9000, d), 1);
+    assert_true(d[0].id > id); /* a new id: never confused with the old */
+    assert_int_equal(d[0].attempts, 0);
+    assert_int_equal(d[0].received_ms, T0 + 9000); /* max_age starts again */
+    assert_string_equal(d[0].event_id, "d0");
+    free_all(d, 1);
+    assert_int_equal(spool_dead_replay(f->s, &(struct spool_dead_filter){.id = id}),
+                     0);
+    /* The counts come back the same from the database. */
+    close_spool(f);
+    start_spool(f, 0, 600);
+    assert_counts(f, "a", 1, 0);
+}
+
+static void test_spool_dead_replay_by_peer_and_all(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const peers[] = {"a", "b", "a", "c"};
+    int64_t ids[4];
+    struct spool_delivery d[64];
+    start_spool(f, 0, 600);
+    make_dead(f, peers, 4, ids);
+
+    assert_int_equal(spool_dead_replay(f->s, &(struct spool_dead_filter){.peer = "a"}),
+                     2);
+    assert_counts(f, "a", 2, 0);
+    assert_counts(f, "b", 0, 1);
+    assert_int_equal(fetch_all(f, "a", T0, d), 2);
+    free_all(d, 2);
+    assert_int_equal(spool_dead_replay(f->s, &(struct spool_dead_filter){.peer = "zz"}),
+                     0);
+    assert_int_equal(spool_dead_replay(f->s, &(struct spool_dead_filter){0}), 2);
+    assert_counts(f, "b", 1, 0);
+    assert_counts(f, "c", 1, 0);
+    assert_int_equal(spool_dead_replay(f->s, NULL), 0);
+}
+
+static void test_spool_dead_replay_ordered_joins_back_of_key(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const p[] = {"p"};
+    char got[256];
+    int64_t ids[64];
+    struct spool_event evs[3] = {keyed("k1", p, 1, "K"), keyed("k2", p, 1, "K"),
+                                 keyed("k3", p, 1, "K")};
+    start_spool(f, 0, 600);
+    assert_int_equal(submit_sync(f, evs, 3, NULL), 3);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "k1");
+    settle(f, ids[0], SPOOL_DEAD, 0);
+    int64_t dead = ids[0];
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "k2");
+
+    /* While k2 heads the key, the replayed k1 waits behind k3. */
+    assert_int_equal(spool_dead_replay(f->s, &(struct spool_dead_filter){.id = dead}),
+                     1);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "k2");
+    settle(f, ids[0], SPOOL_DELIVERED, 0);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "k3");
+    settle(f, ids[0], SPOOL_DELIVERED, 0);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "k1");
+    settle(f, ids[0], SPOOL_DELIVERED, 0);
+    assert_counts(f, "p", 0, 0);
+
+    /* With its key idle, a replayed one is due at once. */
+    struct spool_event k4 = keyed("k4", p, 1, "K");
+    assert_int_equal(submit_sync(f, &k4, 1, NULL), 1);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), ids), "k4");
+    settle(f, ids[0], SPOOL_DEAD, 0);
+    assert_int_equal(spool_dead_replay(f->s, &(struct spool_dead_filter){.peer = "p"}),
+                     1);
+    assert_string_equal(due_ids(f, "p", T0, got, sizeof(got), NULL), "k4");
+}
+
+static void test_spool_dead_purge_one_peer_and_all(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const peers[] = {"a", "b", "a", "c"}, *const ab[] = {"a", "b"};
+    int64_t ids[4], shared[2];
+    start_spool(f, 0, 600);
+    make_dead(f, peers, 4, ids);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM events"), 4);
+
+    assert_int_equal(spool_dead_purge(f->s, &(struct spool_dead_filter){.id = ids[1]}),
+                     1);
+    assert_counts(f, "b", 0, 0);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM events"), 3);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM attempts"), 6);
+    assert_int_equal(spool_dead_purge(f->s, &(struct spool_dead_filter){.id = ids[1]}),
+                     0);
+    assert_int_equal(spool_dead_purge(f->s, &(struct spool_dead_filter){.peer = "a"}),
+                     2);
+    assert_counts(f, "a", 0, 0);
+    assert_counts(f, "c", 0, 1);
+
+    /* An event still pending for another peer stays. */
+    one_event(f, "s", ab, 2, shared);
+    struct spool_outcome o = outcome(shared[0], SPOOL_DEAD, 1, 410);
+    snprintf(o.reason, sizeof(o.reason), "status 410");
+    post_sync(f, &o, 1);
+    assert_int_equal(spool_dead_purge(f->s, &(struct spool_dead_filter){0}), 2);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM dead_letters"), 0);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM attempts"), 0);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM events"), 1);
+    assert_int_equal(query_int(f, "SELECT refs FROM events"), 1);
+    assert_counts(f, "b", 1, 0);
+    assert_counts(f, "c", 0, 0);
+}
+
+/* More dead letters than one turn takes: the op spans turns, ingest in
+ * between still commits, and the counts come out right. */
+static void test_spool_dead_ops_span_turns(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 2500 };
+    static const char *const p[] = {"p"};
+    struct spool_event *evs = calloc(N, sizeof(*evs));
+    char (*names)[16] = calloc(N, sizeof(*names));
+    struct spool_outcome *o = calloc(N, sizeof(*o));
+    struct spool_delivery *d = calloc(N, sizeof(*d));
+    assert_true(evs && names && o && d);
+    start_spool(f, 0, 600);
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "m%d", i);
+        evs[i] = event(names[i], p, 1, "{}");
+    }
+    assert_int_equal(submit_sync(f, evs, N, NULL), N);
+    long n = spool_fetch_due(f->r, "p", T0, N, NULL, NULL, d);
+    assert_int_equal(n, N);
+    for (int i = 0; i < N; i++) {
+        o[i] = outcome(d[i].id, SPOOL_DEAD, 1, 404);
+        snprintf(o[i].reason, sizeof(o[i].reason), "status 404");
+        spool_delivery_free(&d[i]);
+    }
+    pthread_mutex_lock(&f->mu);
+    size_t target = f->n_settled_total + N;
+    pthread_mutex_unlock(&f->mu);
+    assert_int_equal(spool_post_outcomes(f->s, o, N), 0);
+    pthread_mutex_lock(&f->mu);
+    while (f->n_settled_total < target)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
+    assert_counts(f, "p", 0, N);
+
+    uint64_t commits = spool_commit_count(f->s);
+    assert_int_equal(spool_dead_replay(f->s, &(struct spool_dead_filter){.peer = "p"}),
+                     N);
+    assert_true(spool_commit_count(f->s) - commits >= 3); /* 1000 a turn */
+    assert_counts(f, "p", N, 0);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM deliveries"), N);
+    n = spool_fetch_due(f->r, "p", T0, N, NULL, NULL, d);
+    assert_int_equal(n, N);
+    for (int i = 0; i < N; i++) {
+        o[i] = outcome(d[i].id, SPOOL_DEAD, 1, 404);
+        snprintf(o[i].reason, sizeof(o[i].reason), "status 404");
+        spool_delivery_free(&d[i]);
+    }
+    pthread_mutex_lock(&f->mu);
+    target = f->n_settled_total + N;
+    pthread_mutex_unlock(&f->mu);
+    assert_int_equal(spool_post_outcomes(f->s, o, N), 0);
+    pthread_mutex_lock(&f->mu);
+    while (f->n_settled_total < target)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
+    assert_int_equal(spool_dead_purge(f->s, NULL), N);
+    assert_counts(f, "p", 0, 0);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM events"), 0);
+    free(evs);
+    free(names);
+    free(o);
+    free(d);
+}
+
+static void test_spool_dead_ops_need_a_running_writer(void **state)
+{
+    struct fixture *f = *state;
+    open_spool(f, 0, 600);
+    assert_int_equal(spool_dead_purge(f->s, NULL), -EAGAIN);
+    assert_int_equal(spool_start(f->s), 0);
+    assert_int_equal(spool_dead_purge(f->s, NULL), 0);
+    spool_stop(f->s);
+    assert_int_equal(spool_dead_replay(f->s, NULL), -ESHUTDOWN);
+}
+
+/* ---- commit callback swap ---------------------------------------------- */
+
+struct swap_state {
+    atomic_int calls_old, calls_new;
+    atomic_bool swapped; /* set after spool_set_commit_cb returned */
+    atomic_int late;     /* old callback calls after that */
+};
+
+static void old_cb(void *arg, const struct spool_commit *c)
+{
+    (void)c;
+    struct swap_state *st = arg;
+    atomic_fetch_add(&st->calls_old, 1);
+    sleep_ms(1); /* widen the window in which a swap must wait */
+    if (atomic_load(&st->swapped))
+        atomic_fetch_add(&st->late, 1);
+}
+
+static void new_cb(void *arg, const struct spool_commit *c)
+{
+    (void)c;
+    atomic_fetch_add(&((struct swap_state *)arg)->calls_new, 1);
+}
+
+struct submitter {
+    struct fixture *f;
+    atomic_bool stop;
+    int n;
+};
+
+static void *submit_loop(void *arg)
+{
+    struct submitter *sb = arg;
+    static const char *const p[] = {"p"};
+    char id[32];
+    while (!atomic_load(&sb->stop)) {
+        snprintf(id, sizeof(id), "sw%d", sb->n++);
+        struct spool_event ev = event(id, p, 1, "{}");
+        assert_int_equal(submit_sync(sb->f, &ev, 1, NULL), 1);
+    }
+    return NULL;
+}
+
+static void test_spool_commit_cb_swap_while_running(void **state)
+{
+    struct fixture *f = *state;
+    struct swap_state st = {0};
+    struct submitter sb = {.f = f};
+    pthread_t th;
+    start_spool(f, 0, 0);
+    spool_set_commit_cb(f->s, old_cb, &st);
+    assert_int_equal(pthread_create(&th, NULL, submit_loop, &sb), 0);
+    while (atomic_load(&st.calls_old) < 20)
+        sleep_ms(1);
+    spool_set_commit_cb(f->s, new_cb, &st);
+    atomic_store(&st.swapped, true);
+    int old_at_swap = atomic_load(&st.calls_old);
+    while (atomic_load(&st.calls_new) < 20)
+        sleep_ms(1);
+    atomic_store(&sb.stop, true);
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&st.late), 0);
+    assert_int_equal(atomic_load(&st.calls_old), old_at_swap);
+    spool_set_commit_cb(f->s, NULL, NULL);
+    static const char *const p[] = {"p"};
+    struct spool_event ev = event("after", p, 1, "{}");
+    int new_at_clear = atomic_load(&st.calls_new);
+    assert_int_equal(submit_sync(f, &ev, 1, NULL), 1);
+    assert_int_equal(atomic_load(&st.calls_new), new_at_clear);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1137,6 +1783,21 @@ int main(void)
         T(test_spool_failed_commit_keeps_outcomes),
         T(test_spool_checkpoints_wal_into_database),
         T(test_spool_acknowledged_events_survive_kill9),
+        T(test_spool_ordered_fetch_returns_heads_only),
+        T(test_spool_ordered_retrying_head_blocks_only_its_key),
+        T(test_spool_ordered_order_survives_reopen),
+        T(test_spool_ordered_per_peer_and_unordered_unaffected),
+        T(test_spool_migrates_a_v1_database),
+        T(test_spool_refuses_a_newer_schema),
+        T(test_spool_dead_list_pages_and_filters),
+        T(test_spool_dead_get_has_history_and_event),
+        T(test_spool_dead_replay_one_moves_it_back),
+        T(test_spool_dead_replay_by_peer_and_all),
+        T(test_spool_dead_replay_ordered_joins_back_of_key),
+        T(test_spool_dead_purge_one_peer_and_all),
+        T(test_spool_dead_ops_span_turns),
+        T(test_spool_dead_ops_need_a_running_writer),
+        T(test_spool_commit_cb_swap_while_running),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
