@@ -45,6 +45,8 @@ int health_ready(const struct health_inputs *in, struct buf *body)
         reason(body, &n, "shutting down");
     if (!in->spool_writable)
         reason(body, &n, "spool not writable (disk full or I/O error)");
+    if (in->disk_low)
+        reason(body, &n, "disk nearly full (below the spool's free-space reserve)");
     if (in->spool_max_bytes > 0 && in->spool_bytes >= in->spool_max_bytes)
         reason(body, &n, "spool full (spool.max_bytes reached)");
     if (in->dispatcher_idle_ms > HEALTH_STALL_MS)

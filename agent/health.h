@@ -17,6 +17,7 @@
 struct health_inputs {
     bool draining;              /* SIGTERM received */
     bool spool_writable;        /* last commit succeeded */
+    bool disk_low;              /* free space below the spool's reserve */
     int64_t spool_bytes;
     int64_t spool_max_bytes;
     int64_t dispatcher_idle_ms; /* since the dispatcher loop last turned */

@@ -130,6 +130,7 @@ static void health_snapshot(void *arg, struct health_inputs *in)
     int64_t now = clock_mono_ms();
     in->draining = atomic_load(&s->draining);
     in->spool_writable = spool_writable(s->spool);
+    in->disk_low = spool_disk_low(s->spool);
     in->spool_bytes = spool_bytes(s->spool);
     in->spool_max_bytes = s->cfg->spool.max_bytes;
     pthread_mutex_lock(&s->dispatch_lock);

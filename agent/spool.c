@@ -96,6 +96,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -109,6 +110,8 @@
 #define FAILED_TURN_BACKOFF_MS 1000
 #define PRUNE_BATCH 2000
 #define CHECKPOINT_FRAMES 4000           /* ~16 MiB of 4 KiB pages */
+#define RESERVE_MIN_BYTES (1LL << 20)
+#define RESERVE_MAX_BYTES (256LL << 20)
 #define CATCHUP_FRAMES 256
 #define JOURNAL_SIZE_LIMIT (64LL << 20)  /* WAL file kept at most this */
 #define BUSY_TIMEOUT_MS 5000
@@ -204,8 +207,8 @@ static const char *const writer_sql[W__N] = {
     [W_PRUNE] = "DELETE FROM dedupe WHERE seq IN (SELECT seq FROM"
                 " (SELECT seq, expires_ms FROM dedupe ORDER BY seq LIMIT ?2)"
                 " WHERE expires_ms <= ?1)",
-    [W_BYTES] = "SELECT (SELECT page_count FROM pragma_page_count())"
-                " - (SELECT freelist_count FROM pragma_freelist_count())",
+    [W_BYTES] = "SELECT (SELECT page_count FROM pragma_page_count()),"
+                " (SELECT freelist_count FROM pragma_freelist_count())",
     /* Ordering: one seek each in the partial index deliveries_okey. */
     [W_OKEY_BUSY] = "SELECT 1 FROM deliveries WHERE peer = ?1 AND okey = ?2"
                     " LIMIT 1",
@@ -409,8 +412,14 @@ struct spool {
     pthread_mutex_t counts_lock;
     struct peer *peers[PEER_BUCKETS];
 
+    /* Disk headroom (see "Disk space"); set at open, then writer only. */
+    int64_t reserve_bytes;
+    int checkpoint_frames;
+    int64_t free_bytes;
+
     /* Any thread. */
     atomic_llong bytes;
+    atomic_bool disk_low;
     atomic_bool writable;
     atomic_ullong commits;
     atomic_llong heartbeat_ms;
@@ -1206,11 +1215,48 @@ static int lock_dir(struct spool *s, char *err, size_t err_len)
  */
 static void refresh_bytes(struct spool *s)
 {
-    int64_t pages = 0;
-    if (sqlite3_step(s->w[W_BYTES]) == SQLITE_ROW)
+    int64_t pages = 0, free_pages = 0;
+    if (sqlite3_step(s->w[W_BYTES]) == SQLITE_ROW) {
         pages = sqlite3_column_int64(s->w[W_BYTES], 0);
+        free_pages = sqlite3_column_int64(s->w[W_BYTES], 1);
+    }
     sqlite3_reset(s->w[W_BYTES]);
-    atomic_store(&s->bytes, pages * s->page_size);
+    atomic_store(&s->bytes, (pages - free_pages) * s->page_size);
+    /* Free pages inside the database hold new data without the file
+     * growing: they count as free space too. */
+    struct statvfs vfs;
+    if (statvfs(s->dir, &vfs) == 0) {
+        s->free_bytes = (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize +
+                        free_pages * s->page_size;
+        atomic_store(&s->disk_low, s->free_bytes < s->reserve_bytes);
+    }
+}
+
+/*
+ * Disk space. SQLite cannot free space on a full disk: deleting delivered
+ * rows appends WAL frames, and copying the WAL back needs the database file
+ * to grow. So ingest stops while a reserve is still free (1/8 of the
+ * filesystem, 1 MiB to 256 MiB), outcomes keep using that reserve, and the
+ * WAL is checkpointed before it outgrows a quarter of it, so a checkpoint
+ * always fits. Another process can still fill the disk: then commits fail
+ * (ENOSPC), nothing is acknowledged, and the writer retries until it can.
+ */
+static void size_reserve(struct spool *s)
+{
+    struct statvfs vfs;
+    int64_t fs = 0;
+    if (statvfs(s->dir, &vfs) == 0)
+        fs = (int64_t)vfs.f_blocks * (int64_t)vfs.f_frsize;
+    int64_t reserve = fs / 8;
+    if (reserve < RESERVE_MIN_BYTES)
+        reserve = RESERVE_MIN_BYTES;
+    if (reserve > RESERVE_MAX_BYTES)
+        reserve = RESERVE_MAX_BYTES;
+    s->reserve_bytes = reserve;
+    int64_t frames = reserve / 4 / (s->page_size > 0 ? s->page_size : 4096);
+    s->checkpoint_frames = frames < CHECKPOINT_FRAMES ? (int)frames : CHECKPOINT_FRAMES;
+    if (s->checkpoint_frames < 64)
+        s->checkpoint_frames = 64;
 }
 
 static int prepare_writer(struct spool *s, char *err, size_t err_len)
@@ -1333,8 +1379,10 @@ struct spool *spool_open(const struct spool_options *opt, char *err,
         rc = prepare_writer(s, err, err_len);
     if (!rc)
         rc = open_checkpointer(s, err, err_len);
-    if (!rc)
+    if (!rc) {
+        size_reserve(s);
         refresh_bytes(s);
+    }
 out:
     if (rc) {
         spool_close(s);
@@ -1513,10 +1561,13 @@ static int apply_event(struct spool *s, struct turn *t,
     return rc < 0 ? rc : 1;
 }
 
+/* Over spool.max_bytes, or into the disk reserve (new data lands in the
+ * WAL first and the database later: count it twice). */
 static bool spool_full(struct spool *s, const struct turn *t)
 {
-    return s->max_bytes > 0 &&
-           atomic_load(&s->bytes) + t->added_bytes >= s->max_bytes;
+    if (s->max_bytes > 0 && atomic_load(&s->bytes) + t->added_bytes >= s->max_bytes)
+        return true;
+    return s->free_bytes - 2 * t->added_bytes < s->reserve_bytes;
 }
 
 static bool submission_valid(const struct spool_write *w)
@@ -2045,7 +2096,7 @@ static void *checkpointer_main(void *arg)
  */
 static void maybe_checkpoint(struct spool *s)
 {
-    if (s->wal_frames < CHECKPOINT_FRAMES)
+    if (s->wal_frames < s->checkpoint_frames)
         return;
     bool here = false;
     pthread_mutex_lock(&s->lock);
@@ -2061,7 +2112,7 @@ static void maybe_checkpoint(struct spool *s)
     }
     pthread_mutex_unlock(&s->lock);
     /* Also copy here if the WAL runs away from a slow checkpointer. */
-    if (here || s->wal_frames >= 8 * CHECKPOINT_FRAMES) {
+    if (here || s->wal_frames >= 8 * s->checkpoint_frames) {
         checkpoint(s->db);
         s->wal_frames = 0;
     }
@@ -2438,6 +2489,11 @@ void spool_close(struct spool *s)
 int64_t spool_bytes(const struct spool *s)
 {
     return atomic_load(&s->bytes);
+}
+
+bool spool_disk_low(const struct spool *s)
+{
+    return atomic_load(&s->disk_low);
 }
 
 bool spool_writable(const struct spool *s)

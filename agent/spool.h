@@ -180,6 +180,14 @@ void spool_close(struct spool *s);
  */
 int64_t spool_bytes(const struct spool *s);
 
+/**
+ * True while the spool's filesystem has less free space than the reserve
+ * the spool keeps for draining (1/8 of the filesystem, 1 MiB to 256 MiB):
+ * submissions fail with -ENOSPC meanwhile. Updated after each commit and
+ * each second.
+ */
+bool spool_disk_low(const struct spool *s);
+
 /** Monotonic ms of the writer loop's last turn (for /healthz). */
 int64_t spool_heartbeat_ms(const struct spool *s);
 

@@ -50,11 +50,13 @@ static void test_health_not_ready_lists_every_reason(void **state)
     (void)state;
     struct health_inputs in = healthy();
     in.spool_writable = false;
+    in.disk_low = true;
     in.spool_bytes = in.spool_max_bytes;
     in.dispatcher_idle_ms = HEALTH_STALL_MS + 1;
     char body[512];
     assert_int_equal(ready(&in, body, sizeof(body)), 503);
     assert_non_null(strstr(body, "spool not writable"));
+    assert_non_null(strstr(body, "disk nearly full"));
     assert_non_null(strstr(body, "spool full"));
     assert_non_null(strstr(body, "dispatcher not running"));
     assert_null(strstr(body, "shutting down"));
