@@ -13,7 +13,7 @@ from ferrylib import (base_config, http_peer, make_event, post_structured, scale
 def rewrite(f, config):
     """Replace the running instance's config file (keeping its ports and spool)."""
     config["listen"] = f.config["listen"]
-    config["admin"] = f.config["admin"]
+    config["admin"] = {**f.config["admin"], **config.get("admin", {})}
     config["spool"] = f.config["spool"]
     f.config_path.write_text(json.dumps(config, indent=2))
 
@@ -93,3 +93,29 @@ def test_reload_under_load_loses_and_duplicates_nothing(ferry, peer):
     delivered = a.delivered_ids()
     dups = {i for i in ids if delivered.count(i) > 1}
     assert not dups, f"{len(dups)} events delivered twice across reloads"
+
+
+def test_admin_reload_endpoint(ferry, peer):
+    a, b = peer(name="a"), peer(name="b")
+    f = ferry(base_config({"a": http_peer(a)}, admin={"token": "adm1n"}))
+    assert f.admin("POST", "/v1/reload").status == 401, "reload needs the admin token"
+
+    rewrite(f, base_config({"a": http_peer(a), "b": http_peer(b)},
+                           routes=[{"name": "all", "to": ["b"]}], admin={"token": "adm1n"}))
+    r = f.admin("POST", "/v1/reload", token="adm1n")
+    assert r.status == 200, r
+    assert r.json().get("reloaded") is True, r.body
+    ev = make_event()
+    f.post_ok(ev)
+    b.wait_ids([ev["id"]])
+    time.sleep(scaled(0.2))
+    assert ev["id"] not in a.ids(), "the old route still applied after reload"
+
+    f.config_path.write_text('{"peers": {"x": {"url": "ftp://nope"}}}')
+    r = f.admin("POST", "/v1/reload", token="adm1n")
+    assert r.status == 400, r
+    assert r.json()["error"] == "invalid_config", r.body
+    assert "peers.x.url" in r.json()["message"], r.body
+    ev2 = make_event()
+    f.post_ok(ev2)
+    b.wait_ids([ev2["id"]])
