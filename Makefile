@@ -9,7 +9,8 @@ CMAKE_ARGS ?=
 
 DEB_PACKAGES := cmake make gcc pkg-config \
 	libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev \
-	libssl-dev libcmocka-dev python3 python3-pytest
+	libssl-dev libcmocka-dev python3 python3-pytest python3-prometheus-client \
+	openssl
 
 .PHONY: all deps build build-asan run test test-unit test-blackbox \
 	test-asan clean help

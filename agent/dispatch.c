@@ -520,24 +520,45 @@ static void flush_outcomes(struct dispatch *d)
     d->n_outs = 0;
 }
 
+/*
+ * The W3C trace id (the 32 hex digits of "00-<trace>-<span>-<flags>") of
+ * the event's traceparent, so a delivery's logs join its trace. NULL when
+ * the event has none or it is malformed.
+ */
+static const char *trace_id(const struct peer_job *j, char out[33])
+{
+    char scratch[8];
+    const char *tp = j->ev.obj ? event_attr(&j->ev, "traceparent", scratch, sizeof(scratch)) : NULL;
+    if (!tp || strlen(tp) < 35 || tp[2] != '-' || tp[35] != '-')
+        return NULL;
+    for (int i = 0; i < 32; i++) {
+        char c = tp[3 + i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return NULL;
+        out[i] = c;
+    }
+    out[32] = '\0';
+    return out;
+}
+
 static void log_dead(const struct dpeer *p, const struct peer_job *j,
                      const struct spool_outcome *o)
 {
-    struct log_field f[] = {
-        LOG_S("peer", p->name),
-        LOG_S("event_id", j->d.event_id),
-        LOG_I("delivery", j->d.id),
-        LOG_I("attempts", o->attempt ? o->attempt : j->d.attempts),
-        LOG_S("reason", o->reason),
-        LOG_I("status", o->status),
-        LOG_S("error", o->error),
-    };
-    /* the last attempt's status and error, when there was one */
-    size_t n = sizeof(f) / sizeof(f[0]);
-    if (!o->attempt)
-        n -= 2;
-    else if (!o->error[0])
-        n -= 1;
+    char trace[33];
+    const char *tid = trace_id(j, trace);
+    struct log_field f[8];
+    size_t n = 0;
+    f[n++] = LOG_S("peer", p->name);
+    f[n++] = LOG_S("event_id", j->d.event_id);
+    f[n++] = LOG_I("delivery", j->d.id);
+    f[n++] = LOG_I("attempts", o->attempt ? o->attempt : j->d.attempts);
+    f[n++] = LOG_S("reason", o->reason);
+    if (o->attempt) /* the last attempt's status and error */
+        f[n++] = LOG_I("status", o->status);
+    if (o->attempt && o->error[0])
+        f[n++] = LOG_S("error", o->error);
+    if (tid)
+        f[n++] = LOG_S("trace_id", tid);
     log_write(LOG_WARN, "delivery dead-lettered", n, f);
 }
 
@@ -561,17 +582,23 @@ static void dead_now(struct dispatch *d, struct dpeer *p, struct peer_job *j,
 static void log_retry(const struct dpeer *p, const struct peer_job *j,
                       const struct spool_outcome *o, int64_t now)
 {
-    char when[40];
+    char when[40], trace[33];
     iso_time(o->next_ms, when, sizeof(when));
-    struct log_field f[] = {
-        LOG_S("peer", p->name),     LOG_S("event_id", j->d.event_id),
-        LOG_I("delivery", j->d.id), LOG_I("attempt", o->attempt),
-        LOG_I("status", o->status), LOG_S("next_retry", when),
-        LOG_I("retry_in_ms", o->next_ms - now),
-        LOG_S("error", o->error),
-    };
-    size_t n = sizeof(f) / sizeof(f[0]);
-    log_write(LOG_INFO, "delivery attempt failed", o->error[0] ? n : n - 1, f);
+    const char *tid = trace_id(j, trace);
+    struct log_field f[9];
+    size_t n = 0;
+    f[n++] = LOG_S("peer", p->name);
+    f[n++] = LOG_S("event_id", j->d.event_id);
+    f[n++] = LOG_I("delivery", j->d.id);
+    f[n++] = LOG_I("attempt", o->attempt);
+    f[n++] = LOG_I("status", o->status);
+    f[n++] = LOG_S("next_retry", when);
+    f[n++] = LOG_I("retry_in_ms", o->next_ms - now);
+    if (o->error[0])
+        f[n++] = LOG_S("error", o->error);
+    if (tid)
+        f[n++] = LOG_S("trace_id", tid);
+    log_write(LOG_INFO, "delivery attempt failed", n, f);
 }
 
 /* A failed attempt: retry later, or give up. */
