@@ -15,7 +15,8 @@
 const double metrics_duration_bounds[METRICS_DURATION_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
 
-static const char *const mode_names[METRICS_MODE__N] = {"structured", "binary", "batch", "reply"};
+static const char *const mode_names[METRICS_MODE__N] = {"structured", "binary", "batch", "reply",
+                                                          "schedule"};
 static const char *const reject_names[METRICS_REJECT__N] = {
     "invalid_json", "invalid_event", "unauthorized",
     "too_large", "unsupported_media_type", "unavailable"};

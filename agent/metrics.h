@@ -16,8 +16,9 @@
 
 #include "buf.h"
 
-/* METRICS_MODE_REPLY: events a peer answered a delivery with (Prefer: reply). */
-enum metrics_mode { METRICS_MODE_STRUCTURED = 0, METRICS_MODE_BINARY, METRICS_MODE_BATCH, METRICS_MODE_REPLY, METRICS_MODE__N };
+/* METRICS_MODE_REPLY: events a peer answered a delivery with (Prefer: reply).
+ * METRICS_MODE_SCHEDULE: events produced by "schedules" (schedule.c). */
+enum metrics_mode { METRICS_MODE_STRUCTURED = 0, METRICS_MODE_BINARY, METRICS_MODE_BATCH, METRICS_MODE_REPLY, METRICS_MODE_SCHEDULE, METRICS_MODE__N };
 
 enum metrics_reject {
     METRICS_REJECT_INVALID_JSON = 0,

@@ -6,8 +6,9 @@
  * it blocks the signals in every thread (set before any thread starts, so
  * threads inherit the mask) and takes them synchronously with sigwait().
  * Start order follows the data flow backwards, so nothing can be accepted
- * before there is somewhere to put it: spool writer, dispatcher, listener.
- * Drain goes forwards: refuse new events (readiness turns 503), let
+ * before there is somewhere to put it: spool writer, dispatcher, scheduler,
+ * listeners. Drain goes forwards: stop the scheduler, refuse new events
+ * (readiness turns 503), let
  * requests waiting for a commit finish, let in-flight deliveries finish
  * until drain_timeout_ms, commit their outcomes, close the spool.
  */
@@ -30,6 +31,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "schedule.h"
 #include "spool.h"
 
 struct server {
@@ -39,6 +41,7 @@ struct server {
     struct dispatch *dispatch; /* swapped on reload under dispatch_lock */
     struct ingest *ingest;
     struct admin *admin;
+    struct schedule *schedule; /* main thread or under reload_lock */
     atomic_bool draining;
     pthread_mutex_t reload_lock;   /* one reload at a time (SIGHUP, admin) */
     pthread_mutex_t dispatch_lock; /* guards the dispatch pointer only */
@@ -90,6 +93,8 @@ static struct config *load_config(const struct serve_options *opt,
                           "expected debug, info, warn or error, got \"%s\"", opt->log_level);
     if (cfg && (!cfg->listen || !cfg->spool.dir))
         config_errors_add(&errs, "", "out of memory");
+    if (cfg) /* what config.c leaves to schedule.c: cron, event templates */
+        schedule_check_config(cfg, &errs);
     if (errs.n) {
         config_destroy(cfg);
         cfg = NULL;
@@ -117,8 +122,6 @@ static bool unsupported(const struct config *cfg, char *msg, size_t len)
     const char *what = NULL;
     if (cfg->tls.cert_file || cfg->admin.tls.cert_file)
         what = "tls";
-    else if (cfg->n_schedules)
-        what = "schedules";
     if (what)
         snprintf(msg, len, "%s: not supported by ferry %s yet", what, FERRY_VERSION);
     return what != NULL;
@@ -147,6 +150,24 @@ static int reload_cb(void *arg, char *msg, size_t msg_len)
     return reload(arg, msg, msg_len);
 }
 
+static struct schedule *create_schedule(struct server *s, struct config *cfg,
+                                        char *err, size_t err_len)
+{
+    struct schedule_deps sd = {.cfg = cfg, .spool = s->spool};
+    return schedule_create(&sd, err, err_len);
+}
+
+static int start_schedule(struct server *s, char *err, size_t err_len)
+{
+    s->schedule = create_schedule(s, s->cfg, err, err_len);
+    if (!s->schedule)
+        return -1;
+    int rc = schedule_start(s->schedule);
+    if (rc)
+        snprintf(err, err_len, "cannot start the scheduler: %s", strerror(-rc));
+    return rc;
+}
+
 static int start(struct server *s, int64_t t0)
 {
     char err[512] = "";
@@ -163,16 +184,24 @@ static int start(struct server *s, int64_t t0)
         snprintf(err, sizeof(err), "cannot start threads: %s", strerror(errno));
         goto fail;
     }
+    if (start_schedule(s, err, sizeof(err)) != 0)
+        goto fail;
     /* Admin before ingest: once /readyz says 200, every listener is up. */
     struct admin_deps ad = {.cfg = s->cfg, .spool = s->spool, .reload = reload_cb,
                             .reload_arg = s, .threads = 1};
+    /* An admin reload may come as soon as the admin listens: it must find
+     * the listeners it swaps configs on already set (reload() checks). */
+    pthread_mutex_lock(&s->reload_lock);
     s->admin = admin_start(&ad, err, sizeof(err));
-    if (!s->admin)
+    if (!s->admin) {
+        pthread_mutex_unlock(&s->reload_lock);
         goto fail;
+    }
     struct ingest_deps deps = {.cfg = s->cfg, .spool = s->spool,
                                .health_snapshot = health_snapshot, .health_arg = s,
                                .threads = 2};
     s->ingest = ingest_start(&deps, err, sizeof(err));
+    pthread_mutex_unlock(&s->reload_lock);
     if (!s->ingest)
         goto fail;
     log_info("ready", LOG_FIELDS(LOG_S("listen", s->cfg->listen),
@@ -194,6 +223,7 @@ static void drain_and_stop(struct server *s)
     pthread_mutex_lock(&s->reload_lock);
     pthread_mutex_unlock(&s->reload_lock);
     int64_t deadline = clock_mono_ms() + s->cfg->drain_timeout_ms;
+    schedule_stop(s->schedule); /* its last event is committed on return */
     if (s->ingest) {
         ingest_set_draining(s->ingest);
         ingest_wait_idle(s->ingest, deadline + 5000);
@@ -205,6 +235,7 @@ static void drain_and_stop(struct server *s)
     if (s->spool)
         spool_stop(s->spool);
     dispatch_destroy(s->dispatch);
+    schedule_destroy(s->schedule);
     spool_close(s->spool);
 }
 
@@ -308,6 +339,29 @@ static int swap_dispatcher(struct server *s, struct config *next, char *err,
     return 0;
 }
 
+/*
+ * Replace the scheduler with @next (created, not started). The old one is
+ * stopped first, so its last event is committed and @next reads its last
+ * slots; should @next not start, the old one runs on.
+ */
+static void swap_schedule(struct server *s, struct schedule *next)
+{
+    schedule_stop(s->schedule);
+    int rc = schedule_start(next);
+    if (rc == 0) {
+        schedule_destroy(s->schedule);
+        s->schedule = next;
+        return;
+    }
+    log_error("reload: cannot start the new scheduler; keeping the old one",
+              LOG_FIELDS(LOG_S("error", strerror(-rc))));
+    schedule_destroy(next);
+    rc = schedule_start(s->schedule);
+    if (rc)
+        log_error("reload: cannot restart the scheduler; schedules stopped",
+                  LOG_FIELDS(LOG_S("error", strerror(-rc))));
+}
+
 /* Errors of a rejected reload: each logged, the first into @msg. */
 static void reject_reload(struct config_errors *errs, char *msg, size_t len)
 {
@@ -327,8 +381,8 @@ static int reload(struct server *s, char *msg, size_t msg_len)
     struct config_errors errs;
     int rc = 0;
     pthread_mutex_lock(&s->reload_lock);
-    if (atomic_load(&s->draining)) {
-        snprintf(msg, msg_len, "shutting down");
+    if (atomic_load(&s->draining) || !s->ingest) {
+        snprintf(msg, msg_len, s->ingest ? "shutting down" : "not started");
         pthread_mutex_unlock(&s->reload_lock);
         return -EIO;
     }
@@ -342,24 +396,34 @@ static int reload(struct server *s, char *msg, size_t msg_len)
         goto out;
     }
     warn_restart_only(s->cfg, next);
-    ingest_set_config(s->ingest, next);
     char err[512] = "";
-    if (swap_dispatcher(s, next, err, sizeof(err)) != 0) {
-        log_error("reload failed; restoring the previous config",
-                  LOG_FIELDS(LOG_S("error", err)));
-        ingest_set_config(s->ingest, s->cfg);
-        swap_dispatcher(s, s->cfg, err, sizeof(err));
+    struct schedule *sched = create_schedule(s, next, err, sizeof(err));
+    if (!sched) {
         config_destroy(next);
         snprintf(msg, msg_len, "reload failed: %s", err);
         rc = -EIO;
         goto out;
     }
+    ingest_set_config(s->ingest, next);
+    if (swap_dispatcher(s, next, err, sizeof(err)) != 0) {
+        log_error("reload failed; restoring the previous config",
+                  LOG_FIELDS(LOG_S("error", err)));
+        ingest_set_config(s->ingest, s->cfg);
+        swap_dispatcher(s, s->cfg, err, sizeof(err));
+        schedule_destroy(sched);
+        config_destroy(next);
+        snprintf(msg, msg_len, "reload failed: %s", err);
+        rc = -EIO;
+        goto out;
+    }
+    swap_schedule(s, sched);
     admin_set_config(s->admin, next);
     log_setup(next->log.level, next->log.format);
     config_destroy(s->cfg);
     s->cfg = next;
     log_info("reloaded", LOG_FIELDS(LOG_I("peers", next->n_peers),
-                                    LOG_I("routes", next->n_routes)));
+                                    LOG_I("routes", next->n_routes),
+                                    LOG_I("schedules", next->n_schedules)));
     snprintf(msg, msg_len, "reloaded");
 out:
     config_errors_free(&errs);

@@ -102,7 +102,7 @@
 #include "clock.h"
 #include "log.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 /* next_ms of a parked ordered delivery: due only once it heads its key. */
 #define PARKED_MS INT64_MAX
 #define ADMIN_BATCH 1000 /* dead letters replayed or purged per turn */
@@ -157,9 +157,17 @@ static const char schema_v2_sql[] =
     "CREATE INDEX deliveries_okey ON deliveries(peer, okey, id)"
     " WHERE okey IS NOT NULL;";
 
+/*
+ * Version 3: schedules. One row per schedule name that has fired: the last
+ * slot it fired, written in the transaction of the event it produced.
+ */
+static const char schema_v3_sql[] =
+    "CREATE TABLE schedules("
+    " name TEXT PRIMARY KEY, last_slot_ms INTEGER NOT NULL);";
+
 /* migrations[v] takes the schema from version v to v + 1. */
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1_sql,
-                                                       schema_v2_sql};
+static const char *const migrations[SCHEMA_VERSION] = {
+    schema_v1_sql, schema_v2_sql, schema_v3_sql};
 
 /* The writer's statements, prepared once at open. */
 enum wstmt {
@@ -168,7 +176,7 @@ enum wstmt {
     W_DELIVERY_RETRY, W_ATTEMPT_INSERT, W_ATTEMPTS_DELETE, W_EVENT_UNREF,
     W_EVENT_DELETE, W_DEAD_INSERT, W_PRUNE, W_BYTES, W_OKEY_BUSY,
     W_OKEY_PROMOTE, W_DEAD_TAKE_ID, W_DEAD_TAKE_PEER, W_DEAD_TAKE_ANY,
-    W_LAST_ID, W__N
+    W_LAST_ID, W_SLOT_CLAIM, W__N
 };
 
 static const char *const writer_sql[W__N] = {
@@ -231,12 +239,18 @@ static const char *const writer_sql[W__N] = {
                         " RETURNING id, event_seq, peer, okey, attempts",
     [W_LAST_ID] = "SELECT coalesce((SELECT seq FROM sqlite_sequence"
                   " WHERE name = 'deliveries'), 0)",
+    /* Changes one row only when slot ?2 is later than the one recorded. */
+    [W_SLOT_CLAIM] = "INSERT INTO schedules(name, last_slot_ms) VALUES(?1, ?2)"
+                     " ON CONFLICT(name) DO UPDATE SET last_slot_ms ="
+                     " excluded.last_slot_ms"
+                     " WHERE excluded.last_slot_ms > last_slot_ms",
 };
 
 /* The reader's statements. */
 enum rstmt {
     R_DUE, R_NEXT_DUE, R_OLDEST, R_PEERS, R_BEGIN, R_COMMIT, R_DEAD_LIST,
-    R_DEAD_LIST_PEER, R_DEAD_GET, R_DEAD_ATTEMPTS, R_DEAD_PEERS, R__N
+    R_DEAD_LIST_PEER, R_DEAD_GET, R_DEAD_ATTEMPTS, R_DEAD_PEERS,
+    R_SLOT_LAST, R__N
 };
 
 /* A dead letter's columns, as load_dead_letter() reads them. The type is
@@ -282,6 +296,7 @@ static const char *const reader_sql[R__N] = {
                      " FROM dead_letters WHERE peer > p.name) FROM p"
                      " WHERE p.name IS NOT NULL)"
                      " SELECT name FROM p WHERE name IS NOT NULL",
+    [R_SLOT_LAST] = "SELECT last_slot_ms FROM schedules WHERE name = ?1",
 };
 
 /*
@@ -1543,10 +1558,32 @@ static int insert_deliveries(struct spool *s, struct turn *t,
     return 0;
 }
 
+/* A scheduled event: record its slot as its schedule's last. 1: done,
+ * 0: that slot or a later one was recorded already (a duplicate), or
+ * -errno. Rolled back with the event, as it is in its transaction. */
+static int slot_claim(struct spool *s, struct turn *t,
+                      const struct spool_event *ev)
+{
+    sqlite3_stmt *st = s->w[W_SLOT_CLAIM];
+    int rc = sqlite3_bind_text(st, 1, ev->schedule, -1, SQLITE_STATIC);
+    if (rc != SQLITE_OK)
+        return sql_fail(t, rc);
+    sqlite3_bind_int64(st, 2, ev->slot_ms);
+    rc = run(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(t, rc);
+    return sqlite3_changes(s->db) > 0;
+}
+
 /* 1: accepted, 0: duplicate, or -errno. @ev is valid. */
 static int apply_event(struct spool *s, struct turn *t,
                        const struct spool_event *ev)
 {
+    if (ev->schedule) {
+        int rc = slot_claim(s, t, ev);
+        if (rc <= 0)
+            return rc;
+    }
     if (s->dedupe_ms > 0) {
         int rc = dedupe_claim(s, t, ev);
         if (rc <= 0)
@@ -2883,4 +2920,24 @@ int spool_dead_get(struct spool_reader *r, int64_t id,
 long spool_dead_peers(struct spool_reader *r, char ***names)
 {
     return list_names(r->st[R_DEAD_PEERS], names);
+}
+
+/* ---- schedules ----------------------------------------------------------- */
+
+int spool_schedule_last(struct spool_reader *r, const char *name,
+                        int64_t *slot_ms)
+{
+    sqlite3_stmt *st = r->st[R_SLOT_LAST];
+    int rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *slot_ms = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        return rc == SQLITE_ROW;
+    log_warn("spool: reading a schedule's last slot failed",
+             LOG_FIELDS(LOG_S("error", sqlite3_errmsg(r->db))));
+    return sqlite_errno(rc);
 }

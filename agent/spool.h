@@ -17,7 +17,8 @@
  *
  * Tables: events (one row per accepted event, with its stored form),
  * deliveries (one row per event x peer still pending), dead_letters,
- * attempts (history of failed attempts), dedupe (source+id seen recently).
+ * attempts (history of failed attempts), dedupe (source+id seen recently),
+ * schedules (the last slot each schedule fired, see spool_event.schedule).
  */
 #ifndef FERRY_SPOOL_H
 #define FERRY_SPOOL_H
@@ -71,6 +72,14 @@ struct spool_event {
      * "partitionkey"). NULL, or a NULL partition_key: unordered. */
     const unsigned char *ordered;
     int64_t received_ms;
+    /* A scheduled event (schedule.c): the schedule's name and the slot it
+     * fires. The writer records @slot_ms as the schedule's last slot in the
+     * transaction that stores the event, so the two are durable together
+     * or not at all. When the recorded slot is already >= @slot_ms, the
+     * event is a duplicate (counted in n_duplicates, not stored). The slot
+     * is recorded even when the event has no peers. NULL: not scheduled. */
+    const char *schedule;
+    int64_t slot_ms;
 };
 
 struct spool_write;
@@ -259,6 +268,14 @@ long spool_pending_peers(struct spool_reader *r, char ***names);
 
 /** Free what @d owns (not @d itself) and zero it. NULL-safe. */
 void spool_delivery_free(struct spool_delivery *d);
+
+/**
+ * The last slot schedule @name fired (spool_event.schedule), as
+ * committed. Returns 1 with *@slot_ms set, 0 when it never fired, or
+ * -errno. Use from the reader's thread only.
+ */
+int spool_schedule_last(struct spool_reader *r, const char *name,
+                        int64_t *slot_ms);
 
 /* ---- dead letters (the admin API) -------------------------------------
  *

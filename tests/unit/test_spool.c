@@ -871,7 +871,7 @@ static void test_spool_counts_loaded_at_open(void **state)
     assert_counts(f, "b", 1, 0);
     /* No attempt was made, so no attempt row. */
     assert_int_equal(query_int(f, "SELECT count(*) FROM attempts"), 0);
-    assert_int_equal(query_int(f, "PRAGMA user_version"), 2);
+    assert_int_equal(query_int(f, "PRAGMA user_version"), 3);
     assert_int_equal(query_int(f, "SELECT count(*) FROM pragma_journal_mode"
                                   " WHERE journal_mode = 'wal'"),
                      1);
@@ -1319,9 +1319,12 @@ static void test_spool_migrates_a_v1_database(void **state)
     sqlite3_close(db);
 
     start_spool(f, 0, 600);
-    assert_int_equal(query_int(f, "PRAGMA user_version"), 2);
+    assert_int_equal(query_int(f, "PRAGMA user_version"), 3);
     assert_int_equal(query_int(f, "SELECT count(*) FROM sqlite_master"
                                   " WHERE name = 'deliveries_okey'"),
+                     1);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM sqlite_master"
+                                  " WHERE name = 'schedules'"),
                      1);
     assert_counts(f, "p", 1, 1);
     /* Old deliveries are unordered and still due; new ids follow on. */
@@ -1352,7 +1355,7 @@ static void test_spool_refuses_a_newer_schema(void **state)
     sqlite3 *db = NULL;
     snprintf(path, sizeof(path), "%s/spool.db", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL,
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 4", NULL, NULL,
                                   NULL),
                      SQLITE_OK);
     sqlite3_close(db);
@@ -1756,6 +1759,103 @@ static void test_spool_commit_cb_swap_while_running(void **state)
     assert_int_equal(atomic_load(&st.calls_new), new_at_clear);
 }
 
+/* ---- schedules --------------------------------------------------------- */
+
+/* An event of schedule "tick" for @slot (id and text from the slot). */
+static struct spool_event slot_event(const char *const *peers, size_t n,
+                                     int64_t slot, char *id, size_t id_len)
+{
+    snprintf(id, id_len, "tick-%lld", (long long)slot);
+    struct spool_event ev = event(id, peers, n, "{}");
+    ev.schedule = "tick";
+    ev.slot_ms = slot;
+    return ev;
+}
+
+static int64_t last_slot(struct fixture *f, const char *name)
+{
+    int64_t slot = -1;
+    int rc = spool_schedule_last(f->r, name, &slot);
+    assert_true(rc >= 0);
+    return rc == 1 ? slot : -1;
+}
+
+static void test_spool_schedule_slot_recorded_with_event(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const p[] = {"p"};
+    char id[4][32];
+    size_t dups = 9;
+    start_spool(f, 0, 0); /* dedupe off: the slot alone must refuse */
+    assert_int_equal(last_slot(f, "tick"), -1);
+    struct spool_event ev = slot_event(p, 1, T0 + 60000, id[0], sizeof(id[0]));
+    assert_int_equal(submit_sync(f, &ev, 1, &dups), 1);
+    assert_int_equal(dups, 0);
+    assert_int_equal(last_slot(f, "tick"), T0 + 60000);
+    assert_counts(f, "p", 1, 0);
+
+    /* The same slot again, or an earlier one, is a duplicate: not stored. */
+    ev = slot_event(p, 1, T0 + 60000, id[1], sizeof(id[1]));
+    ev.id = "other-id";
+    assert_int_equal(submit_sync(f, &ev, 1, &dups), 0);
+    assert_int_equal(dups, 1);
+    ev = slot_event(p, 1, T0, id[2], sizeof(id[2]));
+    assert_int_equal(submit_sync(f, &ev, 1, &dups), 0);
+    assert_int_equal(dups, 1);
+    assert_counts(f, "p", 1, 0);
+    assert_int_equal(last_slot(f, "tick"), T0 + 60000);
+
+    /* A later slot fires; it survives a reopen. */
+    ev = slot_event(p, 1, T0 + 120000, id[3], sizeof(id[3]));
+    assert_int_equal(submit_sync(f, &ev, 1, &dups), 1);
+    close_spool(f);
+    open_spool(f, 0, 0);
+    assert_int_equal(last_slot(f, "tick"), T0 + 120000);
+    assert_int_equal(last_slot(f, "other"), -1);
+    assert_counts(f, "p", 2, 0);
+}
+
+static void test_spool_schedule_slot_without_peers_still_recorded(void **state)
+{
+    struct fixture *f = *state;
+    char id[32];
+    start_spool(f, 0, 600);
+    struct spool_event ev = slot_event(NULL, 0, T0, id, sizeof(id));
+    assert_int_equal(submit_sync(f, &ev, 1, NULL), 1);
+    assert_int_equal(last_slot(f, "tick"), T0);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM events"), 0);
+}
+
+/* A submission that fails part way records neither its event nor its
+ * slot: they share the transaction (here, the savepoint). */
+static void test_spool_schedule_slot_rolls_back_with_event(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const p[] = {"p"}, *const twice[] = {"q", "q"};
+    char id[32];
+    start_spool(f, 0, 600);
+    struct spool_event evs[2] = {slot_event(p, 1, T0, id, sizeof(id)),
+                                 event("bad", twice, 2, "{}")};
+    assert_int_equal(submit_sync(f, evs, 2, NULL), -EINVAL);
+    assert_int_equal(last_slot(f, "tick"), -1);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM events"), 0);
+    /* The slot is still free, and the event dedupe did not keep it. */
+    assert_int_equal(submit_sync(f, evs, 1, NULL), 1);
+    assert_int_equal(last_slot(f, "tick"), T0);
+}
+
+/* A full spool refuses the event, and so the slot stays unrecorded. */
+static void test_spool_schedule_slot_not_recorded_when_full(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const p[] = {"p"};
+    char id[32];
+    start_spool(f, 1, 600); /* 1 byte: every submission is refused */
+    struct spool_event ev = slot_event(p, 1, T0, id, sizeof(id));
+    assert_int_equal(submit_sync(f, &ev, 1, NULL), -ENOSPC);
+    assert_int_equal(last_slot(f, "tick"), -1);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1798,6 +1898,10 @@ int main(void)
         T(test_spool_dead_ops_span_turns),
         T(test_spool_dead_ops_need_a_running_writer),
         T(test_spool_commit_cb_swap_while_running),
+        T(test_spool_schedule_slot_recorded_with_event),
+        T(test_spool_schedule_slot_without_peers_still_recorded),
+        T(test_spool_schedule_slot_rolls_back_with_event),
+        T(test_spool_schedule_slot_not_recorded_when_full),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
