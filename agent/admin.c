@@ -57,7 +57,7 @@ struct admin {
     struct spool *spool;
     admin_reload_fn reload;
     void *reload_arg;
-    struct MHD_Daemon *daemon;
+    struct httpd *daemon;
     pthread_mutex_t view_lock;   /* held while a request reads the view */
     struct view *view;
     pthread_mutex_t reader_lock; /* the reader serves one request at once */
@@ -811,14 +811,17 @@ struct admin *admin_start(const struct admin_deps *deps, char *err,
         return NULL;
     }
     struct httpd_options opt = {.listen = deps->cfg->admin.listen,
+                                .label = "admin listen",
                                 .threads = deps->threads ? deps->threads : 2,
-                                .timeout_s = 30,
+                                .tls_cert_file = deps->cfg->admin.tls.cert_file,
+                                .tls_key_file = deps->cfg->admin.tls.key_file,
+                                .tls_path = "admin.tls",
                                 .handler = on_request,
                                 .handler_cls = a};
-    char why[256] = "";
-    a->daemon = httpd_start(&opt, why, sizeof(why));
+    /* The "http" limits; the pool stays small (operators, not traffic). */
+    httpd_options_from_config(&opt, deps->cfg, false);
+    a->daemon = httpd_start(&opt, err, err_len);
     if (!a->daemon) {
-        snprintf(err, err_len, "admin %s", why);
         admin_free(a);
         return NULL;
     }
@@ -847,6 +850,6 @@ void admin_stop(struct admin *a)
 {
     if (!a)
         return;
-    MHD_stop_daemon(a->daemon);
+    httpd_stop(a->daemon);
     admin_free(a);
 }

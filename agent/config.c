@@ -44,6 +44,8 @@
 #define MAX_MS ((int64_t)1 << 40) /* ~34 years */
 #define MAX_S ((int64_t)1 << 30)  /* ~34 years */
 #define PEER_NAME_MAX 64
+/* Connections per listener: far above what file descriptors allow. */
+#define HTTP_CONN_MAX 1048576
 
 const char CONFIG_DEFAULT_JSON[] =
     "{\"peers\":{\"stdout\":{\"type\":\"stdout\"}},"
@@ -958,6 +960,40 @@ static const struct field spool_fields[] = {
     NUM("max_bytes", K_I64, CFG(spool.max_bytes), 1048576, INT64_MAX),
     {0},
 };
+static const struct field listener_fields[] = {
+    NUM("max_connections", K_INT, CFG(http.max_connections), 1, HTTP_CONN_MAX),
+    NUM("max_connections_per_ip", K_INT, CFG(http.max_connections_per_ip), 0,
+        HTTP_CONN_MAX),
+    NUM("connection_timeout_s", K_INT, CFG(http.connection_timeout_s), 1,
+        86400),
+    NUM("max_header_bytes", K_SIZE, CFG(http.max_header_bytes), 4096,
+        1048576),
+    NUM("threads", K_INT, CFG(http.threads), 1, 256),
+    {0},
+};
+
+/*
+ * "http": the listeners' limits. libmicrohttpd shares max_connections out
+ * among the pool threads, so a thread would get none if there were more
+ * threads than connections.
+ */
+static void parse_http(struct ctx *c, json_t *v, const char *path, void *dst)
+{
+    struct config *cfg = dst;
+    size_t before = c->n_err;
+    char sub[PATH_LEN];
+    parse_fields(c, v, path, listener_fields, cfg);
+    if (c->n_err != before || cfg->http.max_connections >= cfg->http.threads)
+        return;
+    if (json_object_get(v, "max_connections"))
+        fail(c, key_path(sub, path, "max_connections"),
+             "must be at least threads (%d)", cfg->http.threads);
+    else
+        fail(c, key_path(sub, path, "threads"),
+             "must be at most max_connections (%d)",
+             cfg->http.max_connections);
+}
+
 /* The admin/log/ingest/spool tables use offsets from the config itself. */
 static const struct field top_fields[] = {
     HOSTPORT("listen", CFG(listen)),
@@ -968,6 +1004,7 @@ static const struct field top_fields[] = {
     OBJ("spool", 0, spool_fields),
     SUB("retry", CFG(retry), parse_retry),
     NUM("drain_timeout_ms", K_I64, CFG(drain_timeout_ms), 0, MAX_MS),
+    SUB("http", 0, parse_http),
     SUB("peers", 0, parse_peers),
     SUB("routes", 0, parse_routes),
     SUB("schedules", 0, parse_schedules),
@@ -994,6 +1031,11 @@ static struct config *config_defaults(void)
         .multiplier = 2.0, .jitter = JITTER_FULL, .max_age_s = 86400,
     };
     cfg->drain_timeout_ms = 10000;
+    cfg->http.max_connections = 1024;
+    cfg->http.max_connections_per_ip = 0;
+    cfg->http.connection_timeout_s = 30;
+    cfg->http.max_header_bytes = 16384;
+    cfg->http.threads = 2;
     if (!cfg->listen || !cfg->admin.listen || !cfg->spool.dir) {
         config_destroy(cfg);
         return NULL;
@@ -1409,11 +1451,21 @@ static json_t *dump_schedule_at(const struct config *cfg, size_t i)
                      "event", json_loads(s->event_json, 0, NULL));
 }
 
+static json_t *dump_http(const struct config *cfg)
+{
+    return json_pack("{s:i, s:i, s:i, s:I, s:i}", "max_connections",
+                     cfg->http.max_connections, "max_connections_per_ip",
+                     cfg->http.max_connections_per_ip, "connection_timeout_s",
+                     cfg->http.connection_timeout_s, "max_header_bytes",
+                     (json_int_t)cfg->http.max_header_bytes, "threads",
+                     cfg->http.threads);
+}
+
 static json_t *dump_config(const struct config *cfg)
 {
     return json_pack(
         "{s:s, s:o, s:{s:s, s:s?, s:o}, s:{s:s, s:s}, s:{s:s?, s:I, s:I, s:I},"
-        " s:{s:s, s:I}, s:o, s:I, s:o, s:o, s:o}",
+        " s:{s:s, s:I}, s:o, s:I, s:o, s:o, s:o, s:o}",
         "listen", cfg->listen, "tls", dump_tls_server(&cfg->tls), "admin",
         "listen", cfg->admin.listen, "token", mask(cfg->admin.token), "tls",
         dump_tls_server(&cfg->admin.tls), "log", "level",
@@ -1424,7 +1476,8 @@ static json_t *dump_config(const struct config *cfg)
         (json_int_t)cfg->ingest.dedupe_window_s, "spool", "dir",
         cfg->spool.dir, "max_bytes", (json_int_t)cfg->spool.max_bytes,
         "retry", dump_retry(&cfg->retry), "drain_timeout_ms",
-        (json_int_t)cfg->drain_timeout_ms, "peers", dump_peers(cfg), "routes",
+        (json_int_t)cfg->drain_timeout_ms, "http", dump_http(cfg), "peers",
+        dump_peers(cfg), "routes",
         dump_array(cfg, cfg->n_routes, dump_route_at), "schedules",
         dump_array(cfg, cfg->n_schedules, dump_schedule_at));
 }

@@ -157,6 +157,15 @@ struct config {
     } spool;
     struct retry_policy retry; /* top-level defaults */
     int64_t drain_timeout_ms;  /* extension: how long SIGTERM waits for in-flight deliveries */
+    /* Extension: limits of both listeners, applied at start (a reload
+     * that changes them takes effect after a restart). See httpd.h. */
+    struct {
+        int max_connections;        /* per listener; past it: closed */
+        int max_connections_per_ip; /* 0: no per-address limit */
+        int connection_timeout_s;   /* idle, and to receive a request */
+        size_t max_header_bytes;    /* request line + headers */
+        int threads;                /* main listener's pool; admin: 1 */
+    } http;
     struct peer_config *peers;
     size_t n_peers;
     struct route_config *routes;

@@ -43,7 +43,7 @@
 
 struct ingest {
     struct ingest_deps deps;     /* deps.cfg unused after start: see cfg */
-    struct MHD_Daemon *daemon;
+    struct httpd *daemon;
     pthread_mutex_t cfg_lock;
     struct config *cfg;          /* current; one reference held here */
     atomic_bool draining;
@@ -524,12 +524,17 @@ struct ingest *ingest_start(const struct ingest_deps *deps, char *err,
     struct httpd_options opt = {
         .listen = deps->cfg->listen,
         .threads = deps->threads,
-        .timeout_s = 30,
+        .tls_cert_file = deps->cfg->tls.cert_file,
+        .tls_key_file = deps->cfg->tls.key_file,
+        .tls_path = "tls",
         .handler = on_request,
         .handler_cls = ing,
         .completed = on_completed,
         .completed_cls = ing,
     };
+    /* The config's "http" limits, and its pool size when it has one (a
+     * hand-built config in a test has threads 0: deps->threads). */
+    httpd_options_from_config(&opt, deps->cfg, deps->cfg->http.threads > 0);
     ing->daemon = httpd_start(&opt, err, err_len);
     if (!ing->daemon) {
         config_destroy(ing->cfg);
@@ -574,7 +579,7 @@ void ingest_stop(struct ingest *ing)
 {
     if (!ing)
         return;
-    MHD_stop_daemon(ing->daemon);
+    httpd_stop(ing->daemon);
     config_destroy(ing->cfg);
     pthread_mutex_destroy(&ing->cfg_lock);
     free(ing);

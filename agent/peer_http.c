@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "sign.h"
 
@@ -223,7 +224,14 @@ static CURLcode setup_easy(CURL *e, const struct peer_config *pc,
         rc = curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     if (!rc)
         rc = curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    /* TLS to the peer: the CA to trust and an optional client cert. */
+    /* TLS to the peer: always verified (curl's default, stated here so
+     * no one turns it off by accident), against ca_file when set, else
+     * the system's CAs; a client certificate when set (mTLS). A failed
+     * handshake is a transport error: retried, with curl's message. */
+    if (!rc)
+        rc = curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    if (!rc)
+        rc = curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (!rc && pc->tls.ca_file)
         rc = curl_easy_setopt(e, CURLOPT_CAINFO, pc->tls.ca_file);
     if (!rc && pc->tls.cert_file)
@@ -520,6 +528,35 @@ static void http_cancel(void *ctx, struct peer_job *job)
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+/*
+ * curl reads the TLS files at each new connection, so a missing one would
+ * only show as failed attempts: check at create (start or reload) that
+ * each set file is a readable regular file. Returns 0, or -errno with
+ * "peers.NAME.tls.KEY FILE: reason" in @err.
+ */
+static int check_tls_file(const struct peer_config *pc, const char *key,
+                          const char *file, char *err, size_t err_len)
+{
+    struct stat st;
+    int rc = 0;
+    if (!file)
+        return 0;
+    FILE *f = fopen(file, "rb");
+    if (!f || fstat(fileno(f), &st) != 0)
+        rc = -errno;
+    else if (!S_ISREG(st.st_mode))
+        rc = -EISDIR;
+    if (f)
+        fclose(f);
+    if (rc == -EISDIR)
+        snprintf(err, err_len, "peers.%s.tls.%s %s: not a regular file",
+                 pc->name, key, file);
+    else if (rc)
+        snprintf(err, err_len, "peers.%s.tls.%s %s: %s", pc->name, key, file,
+                 strerror(-rc));
+    return rc;
+}
+
 static void *http_create(const struct peer_config *pc, char *err,
                          size_t err_len)
 {
@@ -528,6 +565,10 @@ static void *http_create(const struct peer_config *pc, char *err,
                  pc->name);
         return NULL;
     }
+    if (check_tls_file(pc, "ca_file", pc->tls.ca_file, err, err_len) ||
+        check_tls_file(pc, "cert_file", pc->tls.cert_file, err, err_len) ||
+        check_tls_file(pc, "key_file", pc->tls.key_file, err, err_len))
+        return NULL;
     struct http_peer *hp = calloc(1, sizeof(*hp));
     if (!hp) {
         snprintf(err, err_len, "out of memory");

@@ -112,21 +112,6 @@ struct config *serve_load_config(const struct serve_options *opt)
     return cfg;
 }
 
-/*
- * Contract features that later versions implement. Refusing to start (or
- * to reload) is safer than running without the TLS the operator asked for.
- * Returns true with the reason in @msg.
- */
-static bool unsupported(const struct config *cfg, char *msg, size_t len)
-{
-    const char *what = NULL;
-    if (cfg->tls.cert_file || cfg->admin.tls.cert_file)
-        what = "tls";
-    if (what)
-        snprintf(msg, len, "%s: not supported by ferry %s yet", what, FERRY_VERSION);
-    return what != NULL;
-}
-
 static void health_snapshot(void *arg, struct health_inputs *in)
 {
     struct server *s = arg;
@@ -288,6 +273,11 @@ static int64_t settle_deadline(const struct config *cfg)
     return clock_mono_ms() + longest + 1000;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
 /* Settings the running process cannot change in place. */
 static void warn_restart_only(const struct config *old, const struct config *next)
 {
@@ -302,6 +292,18 @@ static void warn_restart_only(const struct config *old, const struct config *nex
         what = "spool.max_bytes";
     else if (old->ingest.dedupe_window_s != next->ingest.dedupe_window_s)
         what = "ingest.dedupe_window_s";
+    else if (!same_str(old->tls.cert_file, next->tls.cert_file) ||
+             !same_str(old->tls.key_file, next->tls.key_file))
+        what = "tls";
+    else if (!same_str(old->admin.tls.cert_file, next->admin.tls.cert_file) ||
+             !same_str(old->admin.tls.key_file, next->admin.tls.key_file))
+        what = "admin.tls";
+    else if (old->http.max_connections != next->http.max_connections ||
+             old->http.max_connections_per_ip != next->http.max_connections_per_ip ||
+             old->http.connection_timeout_s != next->http.connection_timeout_s ||
+             old->http.max_header_bytes != next->http.max_header_bytes ||
+             old->http.threads != next->http.threads)
+        what = "http";
     if (what)
         log_warn("reload: setting changed but takes effect only after a restart",
                  LOG_FIELDS(LOG_S("key", what)));
@@ -387,8 +389,6 @@ static int reload(struct server *s, char *msg, size_t msg_len)
         return -EIO;
     }
     struct config *next = load_config(&s->opt, &errs);
-    if (next && unsupported(next, msg, msg_len))
-        config_errors_add(&errs, "", "%s", msg);
     if (errs.n) {
         reject_reload(&errs, msg, msg_len);
         config_destroy(next);
@@ -462,12 +462,6 @@ int serve_main(const struct serve_options *opt)
     s.cfg = serve_load_config(opt);
     if (!s.cfg)
         return 2;
-    char why[256];
-    if (unsupported(s.cfg, why, sizeof(why))) {
-        fprintf(stderr, "ferry: %s\n", why);
-        config_destroy(s.cfg);
-        return 2;
-    }
     pthread_mutex_init(&s.reload_lock, NULL);
     pthread_mutex_init(&s.dispatch_lock, NULL);
     log_setup(s.cfg->log.level, s.cfg->log.format);

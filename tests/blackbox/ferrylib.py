@@ -11,6 +11,11 @@ Main pieces:
                  and captured stdout/stderr; stop/kill -9/restart.
   * helpers    - wait_for, uid, make_event, post_structured/binary/batch,
                  http_request, parse_metrics/metric_value, run_cli.
+  * TLS        - TestPKI (a throwaway CA issuing server and client
+                 certificates with the openssl CLI) and TlsPeer (a Peer
+                 over HTTPS); http_request takes an SSLContext for https
+                 URLs, and a Ferry with "tls" uses https URLs and its
+                 ssl_context (set it before start()).
 """
 
 from __future__ import annotations
@@ -132,11 +137,17 @@ class Resp:
 
 
 def http_request(method: str, url: str, body: bytes | str | None = None,
-                 headers: dict | list | None = None, timeout: float = 15.0) -> Resp:
+                 headers: dict | list | None = None, timeout: float = 15.0,
+                 context=None) -> Resp:
     """One HTTP request with http.client (no automatic headers beyond Host
-    and Content-Length, no exception on 4xx/5xx)."""
+    and Content-Length, no exception on 4xx/5xx).  https:// URLs use
+    `context` (an ssl.SSLContext, e.g. TestPKI.client_context())."""
     u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=scaled(timeout))
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=scaled(timeout),
+                                           context=context)
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=scaled(timeout))
     path = u.path or "/"
     if u.query:
         path += "?" + u.query
@@ -158,11 +169,12 @@ def http_request(method: str, url: str, body: bytes | str | None = None,
 
 
 def post_structured(url: str, event: dict | str | bytes, headers: dict | None = None,
-                    content_type: str = "application/cloudevents+json") -> Resp:
+                    content_type: str = "application/cloudevents+json",
+                    context=None) -> Resp:
     body = event if isinstance(event, (str, bytes)) else json.dumps(event)
     h = {"Content-Type": content_type}
     h.update(headers or {})
-    return http_request("POST", url, body, h)
+    return http_request("POST", url, body, h, context=context)
 
 
 def post_batch(url: str, events: list | str, headers: dict | None = None) -> Resp:
@@ -436,12 +448,16 @@ class Peer:
 
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", self.port or 0), Handler)
         srv.daemon_threads = True
+        self._wrap_server(srv)
         self.server = srv
         self.port = srv.server_address[1]
         self.up = True
         self.thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
                                        name=f"peer-{self.name}", daemon=True)
         self.thread.start()
+
+    def _wrap_server(self, srv):
+        """Hook for subclasses (TlsPeer) to wrap the listening socket."""
 
     def stop(self):
         """Close the listener and every open connection (peer down)."""
@@ -568,6 +584,11 @@ class Ferry:
             self.config_path.write_text(json.dumps(config, indent=2))
         self.listen = self.extra_env.get("FERRY_LISTEN") or (config or {}).get("listen") \
             or "127.0.0.1:8080"
+        # TLS listeners: https URLs; set ssl_context (trusting the test CA)
+        # before start() so wait_ready() and admin() can talk to them.
+        self.ssl_context = None
+        self.scheme = "https" if (config or {}).get("tls") else "http"
+        self.admin_scheme = "https" if (config or {}).get("admin", {}).get("tls") else "http"
 
     # -- paths / urls
     @property
@@ -579,7 +600,7 @@ class Ferry:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.listen}"
+        return f"{self.scheme}://{self.listen}"
 
     @property
     def events_url(self) -> str:
@@ -593,14 +614,15 @@ class Ferry:
         """Base URL of the admin listener (admin.listen)."""
         listen = self.extra_env.get("FERRY_ADMIN_LISTEN") \
             or (self.config or {}).get("admin", {}).get("listen") or "127.0.0.1:8081"
-        return f"http://{listen}"
+        return f"{self.admin_scheme}://{listen}"
 
     def admin(self, method: str, path: str, token: str | None = None,
               timeout: float = 15.0) -> Resp:
         """One request to the admin listener (POST with an empty body)."""
         h = {"Authorization": f"Bearer {token}"} if token else {}
         body = b"" if method == "POST" else None
-        return http_request(method, self.admin_base + path, body, h, timeout=timeout)
+        return http_request(method, self.admin_base + path, body, h, timeout=timeout,
+                            context=self.ssl_context)
 
     def dead_letters(self, token: str | None = None, **query) -> list:
         """Every dead letter (following the cursors), as dicts."""
@@ -663,7 +685,8 @@ class Ferry:
                     f"{self.name} exited with {self.proc.returncode} before it was ready;"
                     f" stderr tail:\n{self.stderr_tail()}")
             try:
-                return http_request("GET", self.url("/readyz"), timeout=2).status == 200
+                return http_request("GET", self.url("/readyz"), timeout=2,
+                                    context=self.ssl_context).status == 200
             except OSError:
                 return False
         wait_for(ready, timeout, interval=0.05,
@@ -728,7 +751,7 @@ class Ferry:
             return ""
 
     def metrics(self) -> str:
-        r = http_request("GET", self.url("/metrics"))
+        r = http_request("GET", self.url("/metrics"), context=self.ssl_context)
         assert r.status == 200, f"GET /metrics -> {r.status} {r.body[:200]!r}"
         return r.body.decode("utf-8")
 
@@ -749,6 +772,7 @@ class Ferry:
 
     # -- convenience
     def post(self, event: dict, **kw) -> Resp:
+        kw.setdefault("context", self.ssl_context)
         return post_structured(self.events_url, event, **kw)
 
     def post_ok(self, event: dict) -> Resp:
@@ -777,3 +801,112 @@ def cli_output(cp: subprocess.CompletedProcess) -> str:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+# ---------------------------------------------------------------------------
+# TLS: a throwaway PKI made with the openssl CLI, and an HTTPS peer
+
+
+def _openssl(*args, cwd):
+    cp = subprocess.run(["openssl", *args], cwd=str(cwd), capture_output=True, timeout=60)
+    if cp.returncode != 0:
+        raise AssertionError(f"openssl {' '.join(args)} failed: "
+                             f"{cp.stderr.decode(errors='replace')}")
+
+
+class TestPKI:
+    """A test CA (EC P-256, valid one day) in `dir`, issuing certificates:
+
+        pki = TestPKI(tmp_path / "pki")
+        server = pki.issue("server", dns=["localhost"], ips=["127.0.0.1"])
+        client = pki.issue("client", usage="clientAuth")
+        server.cert, server.key       # PEM file paths (str)
+        pki.ca                        # the CA certificate file (str)
+        pki.client_context()          # ssl.SSLContext trusting only this CA
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, dir: Path, name: str = "Ferry Test CA"):
+        self.dir = Path(dir).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca = str(self.dir / "ca.pem")
+        self.ca_key = str(self.dir / "ca.key")
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-keyout", self.ca_key, "-out", self.ca, "-days", "1",
+                 "-subj", f"/CN={name}",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=self.dir)
+
+    class Issued:
+        def __init__(self, cert: str, key: str):
+            self.cert = cert
+            self.key = key
+
+    def issue(self, name: str, dns=(), ips=(), usage: str = "serverAuth") -> "TestPKI.Issued":
+        """A leaf certificate for `name` with the given SANs (none: CN only)
+        and extended key usage ("serverAuth" or "clientAuth")."""
+        key = str(self.dir / f"{name}.key")
+        csr = str(self.dir / f"{name}.csr")
+        cert = str(self.dir / f"{name}.pem")
+        ext = self.dir / f"{name}.ext"
+        san = [f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips]
+        lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature",
+                 f"extendedKeyUsage={usage}"]
+        if san:
+            lines.append("subjectAltName=" + ",".join(san))
+        ext.write_text("\n".join(lines) + "\n")
+        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", key, "-out", csr, "-subj", f"/CN={name}", cwd=self.dir)
+        _openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                 "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "1",
+                 "-extfile", str(ext), "-out", cert, cwd=self.dir)
+        return TestPKI.Issued(cert, key)
+
+    def client_context(self, cert: "TestPKI.Issued | None" = None):
+        """An SSLContext that trusts only this CA (hostname checked), with
+        an optional client certificate."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if cert is not None:
+            ctx.load_cert_chain(cert.cert, cert.key)
+        return ctx
+
+    def server_context(self, cert: "TestPKI.Issued", require_client_cert: bool = False):
+        """An SSLContext for a server presenting `cert`; with
+        require_client_cert, clients must present one this CA issued."""
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert.cert, cert.key)
+        if require_client_cert:
+            ctx.load_verify_locations(cafile=self.ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+
+class TlsPeer(Peer):
+    """A Peer over HTTPS on 127.0.0.1 with `ssl_context` (see
+    TestPKI.server_context).  The handshake runs on the connection's own
+    thread; what a connection raises (a failed handshake, mostly) is
+    recorded in handshake_errors as "Type: message" strings."""
+
+    def __init__(self, ssl_context, status: int = 200, name: str = "tlspeer"):
+        self.ssl_context = ssl_context
+        self.handshake_errors: list[str] = []
+        super().__init__(status, name=name)
+
+    def _wrap_server(self, srv):
+        peer = self
+        srv.socket = self.ssl_context.wrap_socket(srv.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
+
+        def handle_error(request, client_address):
+            import sys
+            e = sys.exc_info()[1]
+            with peer.lock:
+                peer.handshake_errors.append(f"{type(e).__name__}: {e}")
+
+        srv.handle_error = handle_error
+
+    def url(self, path: str = "/events", host: str = "127.0.0.1") -> str:
+        return f"https://{host}:{self.port}{path}"

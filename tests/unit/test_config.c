@@ -581,6 +581,74 @@ static void test_config_tls_needs_cert_and_key(void **state)
                   "peers.p.tls.cert_file: required when key_file is set");
 }
 
+/* The "http" extension: the listeners' limits. */
+static void test_config_http_limits_defaults(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok("{}");
+    assert_int_equal(cfg->http.max_connections, 1024);
+    assert_int_equal(cfg->http.max_connections_per_ip, 0);
+    assert_int_equal(cfg->http.connection_timeout_s, 30);
+    assert_int_equal(cfg->http.max_header_bytes, 16384);
+    assert_int_equal(cfg->http.threads, 2);
+    config_destroy(cfg);
+
+    cfg = parse_ok("{\"http\": {\"max_connections\": 8,"
+                   " \"max_connections_per_ip\": 4,"
+                   " \"connection_timeout_s\": 2, \"max_header_bytes\": 4096,"
+                   " \"threads\": 8}}");
+    assert_int_equal(cfg->http.max_connections, 8);
+    assert_int_equal(cfg->http.max_connections_per_ip, 4);
+    assert_int_equal(cfg->http.connection_timeout_s, 2);
+    assert_int_equal(cfg->http.max_header_bytes, 4096);
+    assert_int_equal(cfg->http.threads, 8);
+    config_destroy(cfg);
+}
+
+static void test_config_http_limits_errors_have_paths(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS("{\"http\": {\"max_connections\": 0,"
+                  " \"max_connections_per_ip\": -1,"
+                  " \"connection_timeout_s\": 0, \"max_header_bytes\": 1024,"
+                  " \"threads\": 0, \"max_conections\": 5}}",
+                  "http.max_connections: must be between 1 and 1048576",
+                  "http.max_connections_per_ip: must be between 0 and 1048576",
+                  "http.connection_timeout_s: must be between 1 and 86400",
+                  "http.max_header_bytes: must be between 4096 and 1048576",
+                  "http.threads: must be between 1 and 256",
+                  "http.max_conections: unknown key");
+    EXPECT_ERRORS("{\"http\": {\"threads\": \"2\", \"max_header_bytes\": "
+                  "2097152, \"connection_timeout_s\": 1.5}}",
+                  "http.threads: expected an integer",
+                  "http.max_header_bytes: must be between 4096 and 1048576",
+                  "http.connection_timeout_s: expected an integer");
+    EXPECT_ERRORS("{\"http\": []}", "http: expected an object");
+    /* libmicrohttpd shares connections out among its threads: the key
+     * this object sets is blamed. */
+    EXPECT_ERRORS("{\"http\": {\"max_connections\": 2, \"threads\": 4}}",
+                  "http.max_connections: must be at least threads (4)");
+    EXPECT_ERRORS("{\"http\": {\"threads\": 4, \"max_connections\": 2}}",
+                  "http.max_connections: must be at least threads (4)");
+    EXPECT_ERRORS("{\"http\": {\"threads\": 2000}}",
+                  "http.threads: must be between 1 and 256");
+}
+
+static void test_config_http_limits_in_dump(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok("{\"http\": {\"connection_timeout_s\": 5}}");
+    char *text = config_dump_masked(cfg);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"http\":{\"max_connections\":1024,"
+                                 "\"max_connections_per_ip\":0,"
+                                 "\"connection_timeout_s\":5,"
+                                 "\"max_header_bytes\":16384,"
+                                 "\"threads\":2}"));
+    free(text);
+    config_destroy(cfg);
+}
+
 static void test_config_tokens_null_or_non_empty(void **state)
 {
     (void)state;
@@ -1002,6 +1070,9 @@ int main(void)
         cmocka_unit_test(test_config_peer_headers_validated),
         cmocka_unit_test(test_config_signing_secret_validated),
         cmocka_unit_test(test_config_tls_needs_cert_and_key),
+        cmocka_unit_test(test_config_http_limits_defaults),
+        cmocka_unit_test(test_config_http_limits_errors_have_paths),
+        cmocka_unit_test(test_config_http_limits_in_dump),
         cmocka_unit_test(test_config_tokens_null_or_non_empty),
         cmocka_unit_test(test_config_numbers_integer_or_real),
         cmocka_unit_test(test_config_listen_validated),
