@@ -154,6 +154,93 @@ static void set_dup(struct ctx *c, const char *path, char **dst, const char *s)
     *dst = copy;
 }
 
+/* ---- secret references ------------------------------------------------ */
+
+#define SECRET_FILE_MAX 65536
+
+/* Reads @path whole into a new string, without its trailing line breaks. */
+static char *read_secret_file(struct ctx *c, const char *path,
+                              const char *file)
+{
+    char *buf = NULL;
+    FILE *f = fopen(file, "rb");
+    if (!f) {
+        fail(c, path, "cannot read \"%s\": %s", file, strerror(errno));
+        return NULL;
+    }
+    buf = malloc(SECRET_FILE_MAX + 1);
+    if (!buf) {
+        fail(c, path, "out of memory");
+        goto out;
+    }
+    size_t n = fread(buf, 1, SECRET_FILE_MAX + 1, f);
+    if (ferror(f) || n > SECRET_FILE_MAX) {
+        fail(c, path, ferror(f) ? "cannot read \"%s\"" :
+             "\"%s\" is larger than 64 KiB", file);
+        free(buf);
+        buf = NULL;
+        goto out;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+out:
+    fclose(f);
+    return buf;
+}
+
+/*
+ * Secrets may be written inline or as a reference, so that a config file
+ * (a ConfigMap, say) need not hold them: {"env": "NAME"} reads the
+ * environment, {"file": "/path"} a file (a mounted Secret), both at every
+ * load and reload.  Returns a new reference: the resolved string, @v itself
+ * when it is no reference, or NULL after reporting the problem.
+ */
+static json_t *resolve_secret(struct ctx *c, json_t *v, const char *path)
+{
+    char sub[PATH_LEN];
+    const char *kind, *name;
+    json_t *ref;
+    if (!json_is_object(v))
+        return json_incref(v);
+    if (json_object_size(v) != 1) {
+        fail(c, path, "a secret reference is {\"env\": NAME} or "
+             "{\"file\": PATH}");
+        return NULL;
+    }
+    kind = json_object_iter_key(json_object_iter(v));
+    ref = json_object_get(v, kind);
+    key_path(sub, path, kind);
+    name = json_string_value(ref);
+    if (strcmp(kind, "env") != 0 && strcmp(kind, "file") != 0) {
+        fail(c, sub, "unknown secret reference; use \"env\" or \"file\"");
+        return NULL;
+    }
+    if (!name || !*name) {
+        fail(c, sub, "expected a non-empty string");
+        return NULL;
+    }
+    if (strcmp(kind, "env") == 0) {
+        const char *val = getenv(name);
+        if (!val || !*val) {
+            fail(c, sub, "environment variable \"%s\" is not set", name);
+            return NULL;
+        }
+        return json_string_nocheck(val);
+    }
+    char *text = read_secret_file(c, sub, name);
+    if (!text)
+        return NULL;
+    if (!*text) {
+        fail(c, sub, "\"%s\" is empty", name);
+        free(text);
+        return NULL;
+    }
+    json_t *s = json_string_nocheck(text);
+    free(text);
+    return s;
+}
+
 /* ---- field tables ----------------------------------------------------- */
 
 typedef void (*sub_fn)(struct ctx *c, json_t *v, const char *path, void *dst);
@@ -162,6 +249,7 @@ enum kind {
     K_SKIP,     /* accepted here, parsed elsewhere */
     K_STR,      /* char *: non-empty string */
     K_STR_NULL, /* char *: non-empty string, or null for none */
+    K_SECRET,   /* K_STR_NULL, or a secret reference (resolve_secret) */
     K_HOSTPORT, /* char *: HOST:PORT or [V6]:PORT */
     K_INT,      /* int in [min, max] */
     K_I64,      /* int64_t in [min, max] */
@@ -185,6 +273,7 @@ struct field {
 #define SKIP(k) {.key = (k), .kind = K_SKIP}
 #define STR(k, o) {.key = (k), .kind = K_STR, .off = (o)}
 #define STR_NULL(k, o) {.key = (k), .kind = K_STR_NULL, .off = (o)}
+#define SECRET(k, o) {.key = (k), .kind = K_SECRET, .off = (o)}
 #define HOSTPORT(k, o) {.key = (k), .kind = K_HOSTPORT, .off = (o)}
 #define NUM(k, kd, o, lo, hi)                                                \
     {.key = (k), .kind = (kd), .off = (o), .min = (lo), .max = (hi)}
@@ -323,6 +412,14 @@ static void parse_value(struct ctx *c, const struct field *f, json_t *v,
     case K_HOSTPORT:
         set_string(c, f, v, path, dst);
         break;
+    case K_SECRET: {
+        static const struct field as_str = {.kind = K_STR_NULL};
+        json_t *r = resolve_secret(c, v, path);
+        if (r)
+            set_string(c, &as_str, r, path, dst);
+        json_decref(r);
+        break;
+    }
     case K_INT:
     case K_I64:
     case K_SIZE:
@@ -508,9 +605,12 @@ static bool valid_header_name(const char *s)
 }
 
 static void add_header(struct ctx *c, struct peer_config *p, const char *path,
-                       const char *name, json_t *v)
+                       const char *name, json_t *raw)
 {
-    if (!valid_header_name(name)) {
+    json_t *v = resolve_secret(c, raw, path);
+    if (!v) {
+        return;
+    } else if (!valid_header_name(name)) {
         fail(c, path, "not a valid header name");
     } else if (!json_is_string(v)) {
         fail(c, path, "expected a string");
@@ -523,6 +623,7 @@ static void add_header(struct ctx *c, struct peer_config *p, const char *path,
         if (!h->name || !h->value)
             fail(c, path, "out of memory");
     }
+    json_decref(v);
 }
 
 static void parse_headers(struct ctx *c, json_t *v, const char *path,
@@ -569,12 +670,15 @@ static bool valid_base64(const char *s)
 }
 
 /* Standard Webhooks: "whsec_" + base64 of the key; null means unsigned. */
-static void parse_secret(struct ctx *c, json_t *v, const char *path,
+static void parse_secret(struct ctx *c, json_t *raw, const char *path,
                          void *dst)
 {
     char **out = dst;
+    json_t *v = resolve_secret(c, raw, path);
     const char *s = json_string_value(v);
-    if (json_is_null(v)) {
+    if (!v) {
+        return;
+    } else if (json_is_null(v)) {
         free(*out);
         *out = NULL;
     } else if (!s) {
@@ -584,6 +688,7 @@ static void parse_secret(struct ctx *c, json_t *v, const char *path,
     } else {
         set_dup(c, path, out, s);
     }
+    json_decref(v);
 }
 
 static const char *const peer_type_names[] = {"http", "stdout", "file", NULL};
@@ -939,7 +1044,7 @@ static const char *const format_names[] = {"json", "text", NULL};
 #define CFG(m) offsetof(struct config, m)
 static const struct field admin_fields[] = {
     HOSTPORT("listen", CFG(admin.listen)),
-    STR_NULL("token", CFG(admin.token)),
+    SECRET("token", CFG(admin.token)),
     SUB("tls", CFG(admin.tls), parse_tls_server),
     {0},
 };
@@ -949,7 +1054,7 @@ static const struct field log_fields[] = {
     {0},
 };
 static const struct field ingest_fields[] = {
-    STR_NULL("token", CFG(ingest.token)),
+    SECRET("token", CFG(ingest.token)),
     NUM("max_body_bytes", K_SIZE, CFG(ingest.max_body_bytes), 1, 67108864),
     NUM("max_batch", K_SIZE, CFG(ingest.max_batch), 1, 100000),
     NUM("dedupe_window_s", K_I64, CFG(ingest.dedupe_window_s), 0, MAX_S),

@@ -1044,6 +1044,68 @@ static void test_config_errors_add_formats(void **state)
     config_destroy(NULL);
 }
 
+/* ---- secret references -------------------------------------------------- */
+
+static void test_config_secret_refs_resolve_env_and_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ferry-secret-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char body[] = GOOD_SECRET "\n";
+    assert_int_equal(write(fd, body, sizeof(body) - 1),
+                     (ssize_t)(sizeof(body) - 1));
+    close(fd);
+    setenv("FERRY_TEST_ADMIN_TOKEN", "admin-from-env", 1);
+    setenv("FERRY_TEST_AUTH", "Bearer abc", 1);
+    char json[1024];
+    snprintf(json, sizeof(json),
+             "{\"admin\": {\"token\": {\"env\": \"FERRY_TEST_ADMIN_TOKEN\"}},"
+             " \"ingest\": {\"token\": {\"file\": \"%s\"}},"
+             " \"peers\": {\"p\": {\"url\": \"http://127.0.0.1:1/\","
+             "   \"signing_secret\": {\"file\": \"%s\"},"
+             "   \"headers\": {\"Authorization\": {\"env\": \"FERRY_TEST_AUTH\"},"
+             "                 \"X-Plain\": \"v\"}}}}",
+             path, path);
+    struct config *cfg = parse_ok(json);
+    assert_string_equal(cfg->admin.token, "admin-from-env");
+    assert_string_equal(cfg->ingest.token, GOOD_SECRET); /* newline gone */
+    assert_string_equal(cfg->peers[0].signing_secret, GOOD_SECRET);
+    assert_int_equal(cfg->peers[0].n_headers, 2);
+    assert_string_equal(cfg->peers[0].headers[0].value, "Bearer abc");
+    assert_string_equal(cfg->peers[0].headers[1].value, "v");
+    config_destroy(cfg);
+    unlink(path);
+    unsetenv("FERRY_TEST_ADMIN_TOKEN");
+    unsetenv("FERRY_TEST_AUTH");
+}
+
+static void test_config_secret_ref_errors_name_the_reference(void **state)
+{
+    (void)state;
+    unsetenv("FERRY_TEST_UNSET");
+    setenv("FERRY_TEST_BAD_SECRET", "not-a-secret", 1);
+    EXPECT_ERRORS(
+        "{\"admin\": {\"token\": {\"env\": \"FERRY_TEST_UNSET\"}},"
+        " \"ingest\": {\"token\": {\"file\": \"/nonexistent/ferry/token\"}},"
+        " \"peers\": {\"p\": {\"url\": \"http://127.0.0.1:1/\","
+        "   \"signing_secret\": {\"env\": \"FERRY_TEST_BAD_SECRET\"},"
+        "   \"headers\": {\"X-A\": {\"vault\": \"x\"},"
+        "                 \"X-B\": {\"env\": \"\"},"
+        "                 \"X-C\": {\"env\": \"A\", \"file\": \"B\"}}}}}",
+        "admin.token.env: environment variable \"FERRY_TEST_UNSET\" is not set",
+        "ingest.token.file: cannot read \"/nonexistent/ferry/token\": "
+        "No such file or directory",
+        "peers.p.signing_secret: must be \"whsec_\" followed by standard "
+        "base64",
+        "peers.p.headers.X-A.vault: unknown secret reference; use \"env\" or "
+        "\"file\"",
+        "peers.p.headers.X-B.env: expected a non-empty string",
+        "peers.p.headers.X-C: a secret reference is {\"env\": NAME} or "
+        "{\"file\": PATH}");
+    unsetenv("FERRY_TEST_BAD_SECRET");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1067,6 +1129,8 @@ int main(void)
         cmocka_unit_test(test_config_peer_type_rules),
         cmocka_unit_test(test_config_peer_name_rules),
         cmocka_unit_test(test_config_peer_url_rules),
+        cmocka_unit_test(test_config_secret_refs_resolve_env_and_file),
+        cmocka_unit_test(test_config_secret_ref_errors_name_the_reference),
         cmocka_unit_test(test_config_peer_headers_validated),
         cmocka_unit_test(test_config_signing_secret_validated),
         cmocka_unit_test(test_config_tls_needs_cert_and_key),
