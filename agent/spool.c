@@ -115,6 +115,8 @@
 #define CATCHUP_FRAMES 256
 #define JOURNAL_SIZE_LIMIT (64LL << 20)  /* WAL file kept at most this */
 #define BUSY_TIMEOUT_MS 5000
+#define LOW_DISK_OUTCOMES 256 /* outcomes per turn while the disk is low */
+#define LOW_DISK_BUSY_MS 50   /* a hard checkpoint waits out readers this long */
 #define EVENT_OVERHEAD_BYTES 128 /* row + index estimate for max_bytes */
 #define PEER_BUCKETS 64
 
@@ -2155,6 +2157,8 @@ static void maybe_checkpoint(struct spool *s)
     }
 }
 
+static void low_disk_checkpoint(struct spool *s);
+
 static void turn_failed(struct spool *s, struct turn *t,
                         struct spool_write *subs, struct outcome_batch *outs,
                         struct admin_op *ops, int err)
@@ -2177,6 +2181,10 @@ static void turn_failed(struct spool *s, struct turn *t,
     }
     call_done(subs);
     admin_settle(s, ops, err < 0 ? err : -EIO);
+    if (err == -ENOSPC) {
+        atomic_store(&s->disk_low, true);
+        low_disk_checkpoint(s);
+    }
 }
 
 static void turn_committed(struct spool *s, struct turn *t,
@@ -2203,7 +2211,10 @@ static void turn_committed(struct spool *s, struct turn *t,
     }
     admin_settle(s, ops, 0);
     free_outcomes(outs);
-    maybe_checkpoint(s);
+    if (atomic_load(&s->disk_low) && s->wal_frames > 0)
+        low_disk_checkpoint(s);
+    else
+        maybe_checkpoint(s);
 }
 
 /* Everything taken from the queues, up to COMMIT. 0 or -errno; -EAGAIN
@@ -2235,9 +2246,26 @@ static int try_turn(struct spool *s, struct turn *t, struct spool_write *subs,
 }
 
 /*
- * Nothing was committed for a whole housekeeping period: copy the WAL into
- * the database and truncate it, so a burst's disk space comes back. Never
- * waits for a reader (busy timeout 0): if one is active, try next time.
+ * Copy the whole WAL into the database and truncate it, giving its disk
+ * space back. Waits at most @busy_ms for readers still on the WAL (new
+ * readers read the database once it is fully copied, so they do not hold
+ * it up). Returns whether the WAL is now empty.
+ */
+static bool truncate_wal(struct spool *s, int busy_ms)
+{
+    sqlite3_busy_timeout(s->db, busy_ms);
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+                                       NULL, NULL);
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    if (rc == SQLITE_OK)
+        s->wal_frames = 0;
+    return rc == SQLITE_OK;
+}
+
+/*
+ * Nothing was committed for a whole housekeeping period: truncate the WAL,
+ * so a burst's disk space comes back. Never waits for a reader (busy
+ * timeout 0): if one is active, try next time.
  */
 static void idle_checkpoint(struct spool *s)
 {
@@ -2246,14 +2274,22 @@ static void idle_checkpoint(struct spool *s)
     pthread_mutex_lock(&s->lock);
     bool busy = s->ckpt_state == CKPT_WANTED || s->ckpt_state == CKPT_RUNNING;
     pthread_mutex_unlock(&s->lock);
-    if (busy)
-        return;
-    sqlite3_busy_timeout(s->db, 0);
-    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
-                                       NULL, NULL);
-    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
-    if (rc == SQLITE_OK)
-        s->wal_frames = 0;
+    if (!busy)
+        truncate_wal(s, 0);
+}
+
+/*
+ * The disk is low, or a commit just failed for want of space. The WAL only
+ * restarts once no reader is on it, which a busy dispatcher can postpone
+ * for ever, and then every turn (the drain's deletes too) appends to it
+ * until it eats the reserve and nothing commits again. So while space is
+ * short, truncate it after every turn instead of waiting for passive
+ * checkpoints.
+ */
+static void low_disk_checkpoint(struct spool *s)
+{
+    truncate_wal(s, LOW_DISK_BUSY_MS);
+    refresh_bytes(s);
 }
 
 /* One transaction for everything taken from the queues. */
@@ -2269,6 +2305,32 @@ static void run_turn(struct spool *s, struct spool_write *subs,
         turn_failed(s, &t, subs, outs, ops, rc);
     else
         turn_committed(s, &t, subs, outs, ops);
+}
+
+/*
+ * The queued outcomes for one turn: all of them, unless the disk is low.
+ * Then a turn takes a bounded share, so that its WAL frames fit what is
+ * left; a turn that failed for space would otherwise come back bigger
+ * (requeued plus new outcomes) and never fit again. Called locked.
+ */
+static struct outcome_batch *take_outcomes_locked(struct spool *s)
+{
+    struct outcome_batch *head = s->outs, **link = &s->outs;
+    if (!atomic_load(&s->disk_low)) {
+        s->outs = NULL;
+        s->outs_tail = &s->outs;
+        return head;
+    }
+    size_t n = 0;
+    while (*link && n < LOW_DISK_OUTCOMES) {
+        n += (*link)->n;
+        link = &(*link)->next;
+    }
+    s->outs = *link;
+    *link = NULL;
+    if (!s->outs)
+        s->outs_tail = &s->outs;
+    return head;
 }
 
 /* Sleep until work, stop, or @deadline_ms (monotonic). Called locked. */
@@ -2305,13 +2367,11 @@ static void *writer_main(void *arg)
             continue;
         }
         struct spool_write *subs = ready ? s->subs : NULL;
-        struct outcome_batch *outs = ready ? s->outs : NULL;
+        struct outcome_batch *outs = ready ? take_outcomes_locked(s) : NULL;
         struct admin_op *ops = ready ? s->ops : NULL;
         if (ready) {
             s->subs = NULL;
             s->subs_tail = &s->subs;
-            s->outs = NULL;
-            s->outs_tail = &s->outs;
             s->ops = NULL;
             s->ops_tail = &s->ops;
         }

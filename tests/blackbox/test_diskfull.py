@@ -27,12 +27,6 @@ def small_fs(tmp_path):
 
 
 def test_own_backlog_filling_disk_refuses_then_recovers(ferry, peer, small_fs):
-    if os.environ.get("FERRY_SANITIZED"):
-        # Known issue (tracked in the issue notes): when checkpoints lag, as
-        # under ASan's slowdown, the WAL cannot restart while the drain's
-        # deletes append to it, so it can outgrow the disk reserve and the
-        # spool stalls on ENOSPC. The reserve must also bound the WAL.
-        pytest.skip("known issue: drain can stall on ENOSPC when checkpoints lag (sanitizer builds)")
     p = peer()
     p.stop()
     f = ferry(base_config({"p": http_peer(p)}, retry={"max_attempts": 100000},
