@@ -692,7 +692,8 @@ static void parse_secret(struct ctx *c, json_t *raw, const char *path,
 }
 
 static const char *const peer_type_names[] = {"http", "stdout", "file", NULL};
-static const char *const mode_names[] = {"binary", "structured", NULL};
+static const char *const mode_names[] = {"binary", "structured", "batch",
+                                         NULL};
 
 #define BP(m) offsetof(struct breaker_policy, m)
 static const struct field breaker_fields[] = {
@@ -708,6 +709,7 @@ static const struct field http_fields[] = {
     ENUM("mode", PC(mode), mode_names),
     NUM("timeout_ms", K_I64, PC(timeout_ms), 1, 3600000),
     NUM("max_in_flight", K_INT, PC(max_in_flight), 1, 1024),
+    NUM("batch_size", K_INT, PC(batch_size), 1, 1000),
     SUB("headers", 0, parse_headers),
     SUB("signing_secret", PC(signing_secret), parse_secret),
     SUB("retry", PC(retry), parse_retry),
@@ -763,6 +765,7 @@ static void peer_defaults(struct peer_config *p, const struct retry_policy *r)
     p->mode = PEER_MODE_BINARY;
     p->timeout_ms = 10000;
     p->max_in_flight = 32;
+    p->batch_size = 100;
     p->breaker.failure_threshold = 5;
     p->breaker.open_ms = 30000;
     p->retry = *r;
@@ -1470,11 +1473,12 @@ static json_t *dump_headers(const struct peer_config *p)
 static json_t *dump_http_peer(const struct peer_config *p)
 {
     return json_pack(
-        "{s:s, s:o, s:s, s:I, s:i, s:o, s:s?, s:{s:s?, s:s?, s:s?}, "
+        "{s:s, s:o, s:s, s:I, s:i, s:i, s:o, s:s?, s:{s:s?, s:s?, s:s?}, "
         "s:{s:i, s:I}, s:o}",
         "type", "http", "url", masked_url(p->url), "mode",
         mode_names[p->mode], "timeout_ms", (json_int_t)p->timeout_ms,
-        "max_in_flight", p->max_in_flight, "headers", dump_headers(p),
+        "max_in_flight", p->max_in_flight, "batch_size", p->batch_size,
+        "headers", dump_headers(p),
         "signing_secret", mask(p->signing_secret), "tls", "ca_file",
         p->tls.ca_file, "cert_file", p->tls.cert_file, "key_file",
         p->tls.key_file, "breaker", "failure_threshold",

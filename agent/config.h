@@ -37,7 +37,7 @@ void config_errors_add(struct config_errors *e, const char *path,
 /* ---- the model ------------------------------------------------------- */
 
 enum peer_type { PEER_HTTP = 0, PEER_STDOUT, PEER_FILE };
-enum peer_mode { PEER_MODE_BINARY = 0, PEER_MODE_STRUCTURED };
+enum peer_mode { PEER_MODE_BINARY = 0, PEER_MODE_STRUCTURED, PEER_MODE_BATCH };
 enum retry_jitter { JITTER_FULL = 0, JITTER_EQUAL, JITTER_NONE };
 enum route_ordering { ORDERING_NONE = 0, ORDERING_PARTITIONKEY };
 
@@ -78,7 +78,8 @@ struct peer_config {
     char *url;
     enum peer_mode mode;
     int64_t timeout_ms;
-    int max_in_flight;
+    int max_in_flight;    /* requests at once */
+    int batch_size;       /* batch mode: most events in one request */
     struct header_pair *headers;
     size_t n_headers;
     char *signing_secret; /* NULL: unsigned */

@@ -238,14 +238,26 @@ static void jl_remove(struct jlist *l, struct peer_job *j)
     l->n--;
 }
 
+/* Frees @j and the jobs riding in its request (batch mode). */
 static void job_free(struct peer_job *j)
 {
-    if (!j)
-        return;
-    event_free(&j->ev);
-    spool_delivery_free(&j->d);
-    peer_reply_destroy(j->reply);
-    free(j);
+    while (j) {
+        struct peer_job *next = j->batch_next;
+        event_free(&j->ev);
+        spool_delivery_free(&j->d);
+        peer_reply_destroy(j->reply);
+        free(j);
+        j = next;
+    }
+}
+
+/* Jobs in @j's request: 1, or the length of its batch chain. */
+static size_t batch_len(const struct peer_job *j)
+{
+    size_t n = 0;
+    for (; j; j = j->batch_next)
+        n++;
+    return n;
 }
 
 /* ---- state ------------------------------------------------------------- */
@@ -261,7 +273,10 @@ struct dpeer {
     size_t max_in_flight;
     size_t window_cap;
     size_t window;                 /* ids held in the set */
-    size_t in_flight;
+    size_t in_flight;              /* deliveries on the wire */
+    size_t requests;               /* requests on the wire (fewer in batch
+                                    * mode); max_in_flight bounds these */
+    size_t batch_size;             /* jobs per request: 1 unless batch mode */
     struct jlist queue;            /* loaded, not started */
     struct jlist running;          /* async transfers in the multi */
     bool maybe_due;                /* the spool may hold due work */
@@ -788,6 +803,24 @@ static enum readiness ready(struct dispatch *d, struct dpeer *p,
     return GO;
 }
 
+/* Complete every job of @j's request with @j's result. */
+static void complete_request(struct dispatch *d, struct dpeer *p,
+                             struct peer_job *j)
+{
+    while (j) {
+        struct peer_job *next = j->batch_next;
+        j->batch_next = NULL;
+        if (next) {
+            next->res = j->res;
+            next->at_ms = j->at_ms;
+            next->t0_us = j->t0_us;
+        }
+        complete(d, p, j);
+        j = next;
+    }
+}
+
+/* Send @j, with the jobs chained to it in batch mode. */
 static void start_async(struct dispatch *d, struct dpeer *p,
                         struct peer_job *j)
 {
@@ -803,12 +836,13 @@ static void start_async(struct dispatch *d, struct dpeer *p,
         if (j->probe)
             breaker_release(&p->br);
         j->res.result = rc == -EINVAL ? DELIVER_DEAD : DELIVER_RETRY;
-        complete(d, p, j);
+        complete_request(d, p, j);
         return;
     }
     j->easy = easy;
     jl_push(&p->running, j);
-    set_in_flight(d, p, +1);
+    p->requests++;
+    set_in_flight(d, p, (long)batch_len(j));
 }
 
 /* Local sinks: everything queued goes out in one batch. */
@@ -857,19 +891,34 @@ static void start_jobs(struct dispatch *d, struct dpeer *p, int64_t now,
         return;
     }
     bool probe;
-    while (p->queue.head && p->in_flight < p->max_in_flight &&
+    while (p->queue.head && p->requests < p->max_in_flight &&
            breaker_gate(p, mono, &probe)) {
-        struct peer_job *j = p->queue.head;
-        jl_remove(&p->queue, j);
-        enum readiness r = ready(d, p, j, now);
-        if (r == GO) {
-            j->probe = probe;
-            start_async(d, p, j);
-            continue;
+        /* One request: the head, and in batch mode what follows it in
+         * the queue (in order, so ordered keys stay ordered). */
+        struct peer_job *first = NULL, **link = &first;
+        size_t n = 0;
+        bool requeued = false;
+        while (p->queue.head && (n == 0 || n < p->batch_size)) {
+            struct peer_job *j = p->queue.head;
+            jl_remove(&p->queue, j);
+            enum readiness r = ready(d, p, j, now);
+            if (r == REQUEUED) {
+                requeued = true;
+                break;
+            }
+            if (r == GO) {
+                *link = j;
+                link = &j->batch_next;
+                n++;
+            }
         }
-        if (probe) /* not sent: the next one probes */
+        if (first) {
+            first->probe = probe;
+            start_async(d, p, first);
+        } else if (probe) { /* not sent: the next one probes */
             breaker_release(&p->br);
-        if (r == REQUEUED)
+        }
+        if (requeued)
             break;
     }
 }
@@ -943,10 +992,11 @@ static void collect_done(struct dispatch *d)
         struct peer_job *j = (struct peer_job *)(void *)priv;
         struct dpeer *p = &d->peers[j->peer];
         jl_remove(&p->running, j);
-        set_in_flight(d, p, -1);
+        p->requests--;
+        set_in_flight(d, p, -(long)batch_len(j));
         p->ops->finish(p->ctx, j, rc, clock_wall_ms());
         breaker_note(p, j);
-        complete(d, p, j);
+        complete_request(d, p, j);
     }
 }
 
@@ -1044,10 +1094,12 @@ static void abandon_running(struct dispatch *d)
             jl_remove(&p->running, j);
             curl_multi_remove_handle(d->multi, j->easy);
             p->ops->cancel(p->ctx, j);
-            set_in_flight(d, p, -1);
-            log_info("delivery left pending at shutdown", LOG_FIELDS(
-                LOG_S("peer", p->name), LOG_S("event_id", j->d.event_id),
-                LOG_I("delivery", j->d.id)));
+            p->requests--;
+            set_in_flight(d, p, -(long)batch_len(j));
+            for (const struct peer_job *b = j; b; b = b->batch_next)
+                log_info("delivery left pending at shutdown", LOG_FIELDS(
+                    LOG_S("peer", p->name), LOG_S("event_id", b->d.event_id),
+                    LOG_I("delivery", b->d.id)));
             job_free(j);
         }
     }
@@ -1111,7 +1163,10 @@ static int init_peer(struct dispatch *d, size_t i, char *err, size_t err_len)
     p->name = pc->name;
     p->ops = ops_for(pc->type);
     p->max_in_flight = pc->max_in_flight > 0 ? (size_t)pc->max_in_flight : 1;
-    p->window_cap = 2 * p->max_in_flight;
+    p->batch_size = pc->mode == PEER_MODE_BATCH && pc->batch_size > 0
+                        ? (size_t)pc->batch_size : 1;
+    /* Room for a full round of requests plus the next one queued. */
+    p->window_cap = 2 * p->max_in_flight * p->batch_size;
     p->maybe_due = true;
     p->next_due_ms = INT64_MAX;
     p->gated = p->ops->async;

@@ -76,6 +76,9 @@ struct peer_job {
     CURL *easy;              /* async: the handle in the multi */
     size_t peer;             /* index of the dispatcher's peer */
     bool probe;              /* the half-open breaker's probe */
+    struct peer_job *batch_next; /* batch mode: the next job riding in this
+                                  * job's request; the first job of a
+                                  * request owns the rest (job_free) */
     struct peer_job *prev, *next;
 };
 
@@ -95,7 +98,9 @@ struct peer_ops {
 
     /**
      * Prepare @job's request and return it in *@easy, with CURLOPT_PRIVATE
-     * set to @job, for the caller to add to its multi handle. @job->at_ms
+     * set to @job, for the caller to add to its multi handle. In batch
+     * mode the request carries @job and every job on its batch_next chain,
+     * and finish() reports one result for all of them. @job->at_ms
      * is the attempt's wall time (webhook-timestamp when signing). Returns 0,
      * -EINVAL when the event cannot be encoded (not retryable), or
      * -ENOMEM; on failure @job->res.error says why and nothing is held.

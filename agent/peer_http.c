@@ -363,9 +363,34 @@ static int add_trace_headers(struct http_xfer *x, const struct event *ev)
     return 0;
 }
 
-static int build_body(const struct peer_config *pc, struct http_xfer *x,
-                      const struct event *ev, const char **body, size_t *len)
+/* Batch mode: the chain's events as one JSON array, in queue order. */
+static int build_batch(struct http_xfer *x, const struct peer_job *job,
+                       const char **body, size_t *len)
 {
+    int rc = buf_append(&x->body, "[", 1);
+    for (const struct peer_job *j = job; !rc && j; j = j->batch_next) {
+        if (j != job)
+            rc = buf_append(&x->body, ",", 1);
+        if (!rc)
+            rc = event_to_structured(&j->ev, &x->body);
+    }
+    if (!rc)
+        rc = buf_append(&x->body, "]", 1);
+    if (rc)
+        return rc;
+    *body = x->body.data;
+    *len = x->body.len;
+    return add_header(x, "Content-Type",
+                      "application/cloudevents-batch+json; charset=utf-8");
+}
+
+static int build_body(const struct peer_config *pc, struct http_xfer *x,
+                      const struct peer_job *job, const char **body,
+                      size_t *len)
+{
+    const struct event *ev = &job->ev;
+    if (pc->mode == PEER_MODE_BATCH)
+        return build_batch(x, job, body, len);
     if (pc->mode == PEER_MODE_STRUCTURED) {
         int rc = event_to_structured(ev, &x->body);
         if (rc)
@@ -413,12 +438,12 @@ static int build_request(const struct http_peer *hp, struct http_xfer *x,
                          size_t *len)
 {
     const struct peer_config *pc = hp->pc;
-    int rc = build_body(pc, x, &job->ev, body, len);
+    int rc = build_body(pc, x, job, body, len);
     if (!rc)
         rc = add_trace_headers(x, &job->ev);
     for (size_t i = 0; !rc && i < pc->n_headers; i++)
         rc = add_header(x, pc->headers[i].name, pc->headers[i].value);
-    if (!rc)
+    if (!rc && pc->mode != PEER_MODE_BATCH) /* no reply to a batch */
         rc = add_header(x, "Prefer", "reply");
     if (!rc) /* an empty value removes the header: no 100-continue pause */
         rc = add_header(x, "Expect", "");
@@ -512,7 +537,8 @@ static void http_finish(void *ctx, struct peer_job *job, CURLcode rc,
     if (rc != CURLE_OK)
         snprintf(res->error, sizeof(res->error), "%.159s",
                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
-    if (res->result == DELIVER_OK && x->capture)
+    if (res->result == DELIVER_OK && x->capture &&
+        hp->pc->mode != PEER_MODE_BATCH)
         job->reply = take_reply(x, status);
     job->io = NULL;
     put_xfer(hp, x);

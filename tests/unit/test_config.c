@@ -265,7 +265,8 @@ static void test_config_out_of_range_reports_bounds(void **state)
                   " \"jitter\": \"half\", \"max_age_s\": 0},"
                   " \"drain_timeout_ms\": -1,"
                   " \"peers\": {\"p\": {\"url\": \"http://p\", "
-                  "\"max_in_flight\": 0, \"timeout_ms\": 3600001, \"mode\": "
+                  "\"max_in_flight\": 0, \"batch_size\": 1001, "
+                  "\"timeout_ms\": 3600001, \"mode\": "
                   "\"json\", \"breaker\": {\"failure_threshold\": 0, "
                   "\"open_ms\": 0}}}, \"log\": {\"level\": \"verbose\", "
                   "\"format\": \"xml\"}}",
@@ -279,8 +280,10 @@ static void test_config_out_of_range_reports_bounds(void **state)
                   "retry.max_age_s: must be at least 1",
                   "drain_timeout_ms: must be at least 0",
                   "peers.p.max_in_flight: must be between 1 and 1024",
+                  "peers.p.batch_size: must be between 1 and 1000",
                   "peers.p.timeout_ms: must be between 1 and 3600000",
-                  "peers.p.mode: must be \"binary\" or \"structured\"",
+                  "peers.p.mode: must be \"binary\", \"structured\" or "
+                  "\"batch\"",
                   "peers.p.breaker.failure_threshold: must be at least 1",
                   "peers.p.breaker.open_ms: must be at least 1",
                   "log.level: must be \"debug\", \"info\", \"warn\" or "
@@ -461,6 +464,13 @@ static void test_config_peer_type_rules(void **state)
     assert_int_equal(cfg->peers[0].mode, PEER_MODE_STRUCTURED);
     assert_int_equal(cfg->peers[0].timeout_ms, 5);
     assert_int_equal(cfg->peers[0].max_in_flight, 1024);
+    assert_int_equal(cfg->peers[0].batch_size, 100); /* the default */
+    config_destroy(cfg);
+
+    cfg = parse_ok("{\"peers\": {\"h\": {\"url\": \"https://h/x\", \"mode\": "
+                   "\"batch\", \"batch_size\": 7}}}");
+    assert_int_equal(cfg->peers[0].mode, PEER_MODE_BATCH);
+    assert_int_equal(cfg->peers[0].batch_size, 7);
     config_destroy(cfg);
 }
 
