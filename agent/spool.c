@@ -1183,7 +1183,7 @@ static int configure_writer(struct spool *s, char *err, size_t err_len)
     char sql[160];
     snprintf(sql, sizeof(sql),
              "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = %lld;"
-             " PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY",
+             " PRAGMA cache_size = -2048; PRAGMA temp_store = MEMORY",
              JOURNAL_SIZE_LIMIT);
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st,
