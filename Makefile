@@ -55,6 +55,20 @@ test-unit: build
 test-blackbox: build
 	FERRY_BIN=$(CURDIR)/$(BUILD)/ferry $(PYTHON) -m pytest -q -p no:cacheprovider tests/blackbox
 
+# Kubernetes manifests (k8s/, checked by tests/k8s): render every overlay
+# with kustomize, decode each object strictly against the API types, check
+# the contract and `ferry check-config` on the ConfigMaps; the Go tests
+# prove that broken manifests fail. Go is not a Debian package here
+# (bookworm's is too old): it is taken from PATH, else /usr/local/go.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+.PHONY: test-k8s
+test-k8s: build
+	@command -v "$(GO)" >/dev/null 2>&1 || { echo "test-k8s: Go 1.25 or newer is needed" \
+	  "(https://go.dev/dl/); none at $(GO); set GO=/path/to/go" >&2; exit 1; }
+	cd tests/k8s && FERRY_BIN=$(CURDIR)/$(BUILD)/ferry $(GO) test -count=1 ./...
+	cd tests/k8s && $(GO) build -o $(CURDIR)/$(BUILD)/k8s-check .
+	$(BUILD)/k8s-check -ferry $(BUILD)/ferry $(patsubst %/,%,$(wildcard k8s/overlays/*/))
+
 # Sanitizer run: the same unit and black-box tests against an
 # AddressSanitizer + UndefinedBehaviorSanitizer build; any report fails.
 test-asan: build-asan
