@@ -12,6 +12,10 @@ DEB_PACKAGES := cmake make gcc pkg-config \
 	libssl-dev libcmocka-dev python3 python3-pytest python3-prometheus-client \
 	openssl
 
+# Benchmarks only (make bench, make bench-smoke); not needed to build or test.
+BENCH_BUILD    ?= build-bench
+BENCH_PACKAGES := wrk nginx-light gnuplot-nox
+
 .PHONY: all deps build build-asan run test test-unit test-blackbox \
 	test-asan clean help
 
@@ -22,6 +26,7 @@ help:
 	@echo "make test   install missing packages, build, run every test (plain and ASan+UBSan)"
 	@echo "make build  configure and build into $(BUILD)/"
 	@echo "make clean  remove build directories"
+	@echo "make bench  run the benchmarks (~15 min), rewrite docs/BENCHMARKS.md"
 
 # Install only what is missing; sudo when not root.
 deps:
@@ -79,6 +84,23 @@ test-asan: build-asan
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/blackbox
 
 test: test-unit test-blackbox test-asan
+
+# Benchmarks (bench/README.md). `bench` rewrites docs/BENCHMARKS.md and its
+# charts; `bench-smoke` runs every scenario tiny (under 90 s) and writes its
+# report to $(BENCH_BUILD)/ only, so CI never rewrites docs/.
+.PHONY: bench bench-smoke bench-tools bench-deps
+bench-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_PACKAGES)"
+
+bench-tools: deps bench-deps
+	cmake -S bench -B $(BENCH_BUILD)/tools -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BENCH_BUILD)/tools -j $(JOBS)
+
+bench: build bench-tools
+	$(PYTHON) bench/run.py --ferry $(BUILD)/ferry --build-dir $(BENCH_BUILD)
+
+bench-smoke: build bench-tools
+	$(PYTHON) bench/run.py --smoke --ferry $(BUILD)/ferry --build-dir $(BENCH_BUILD)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)
