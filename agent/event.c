@@ -30,6 +30,27 @@
 /* Longest attribute name we ever emit as a header: the spec's 20 chars. */
 #define HEADER_NAME_MAX 64
 
+/*
+ * The message and attribute go back to the client inside a JSON string,
+ * which must be valid UTF-8, or the whole answer degrades to
+ * {"error":"internal"}. They can quote the sender's bytes (a header name,
+ * jansson's "near '...'") and truncation can cut a sequence, so every byte
+ * that is not part of a valid UTF-8 sequence becomes '?'.
+ */
+static void make_utf8(char *s)
+{
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        if (n <= len - i && utf8_valid(s + i, n)) {
+            i += n;
+            continue;
+        }
+        s[i++] = '?';
+    }
+}
+
 void ce_error_set(struct ce_error *err, const char *code, long index,
                   const char *attribute, const char *fmt, ...)
 {
@@ -39,11 +60,13 @@ void ce_error_set(struct ce_error *err, const char *code, long index,
     if (n)
         memcpy(err->attribute, attribute, n);
     err->attribute[n] = '\0';
+    make_utf8(err->attribute);
 
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+    make_utf8(err->message);
 }
 
 static void truncate_to(struct buf *b, size_t len)
@@ -109,10 +132,37 @@ static const char *string_attr(const json_t *obj, const char *name)
 
 /* ---- ingest: structured and batch ------------------------------------- */
 
+/*
+ * JSON text never holds a NUL byte outside a string (and jansson refuses
+ * it inside one), but jansson skips one that follows a number or a
+ * literal: {"n":1\0} parses. Structured mode keeps the body's bytes as the
+ * stored text, so such a body would reach peers as is. Refuse it here.
+ */
+static int refuse_nul(const char *body, size_t len, struct ce_error *err)
+{
+    const char *nul = memchr(body, '\0', len);
+    if (!nul)
+        return 0;
+    int line = 1;
+    const char *bol = body;
+    for (const char *p = body; p < nul; p++)
+        if (*p == '\n') {
+            line++;
+            bol = p + 1;
+        }
+    ce_error_set(err, "invalid_json", -1, NULL,
+                 "invalid JSON at line %d, column %d: NUL byte",
+                 line, (int)(nul - bol) + 1);
+    return -EINVAL;
+}
+
 static int parse_json(const char *body, size_t len, json_t **out,
                       struct ce_error *err)
 {
     json_error_t jerr;
+    *out = NULL;
+    if (refuse_nul(body, len, err))
+        return -EINVAL;
     *out = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
                       &jerr);
     if (*out)
@@ -563,7 +613,10 @@ static int append_data(const struct event *ev, struct buf *out)
         if (rc != -EINVAL)
             return rc;
     }
-    if ((!ct || is_text_type(ct)) && utf8_valid(ev->data, ev->data_len)) {
+    /* Text with a NUL byte goes as base64: "\u0000" is valid JSON, but
+     * jansson (so Ferry's own ingest) and PostgreSQL's jsonb refuse it. */
+    if ((!ct || is_text_type(ct)) && utf8_valid(ev->data, ev->data_len) &&
+        !memchr(ev->data, '\0', ev->data_len)) {
         int rc = buf_puts(out, "\"data\":");
         return rc ? rc : append_json_string(out, ev->data, ev->data_len);
     }
