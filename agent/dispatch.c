@@ -1209,9 +1209,18 @@ struct dispatch *dispatch_create(const struct config *cfg, struct spool *spool,
     }
     /* Zeroed entries are safe to free, so count them all from here. */
     d->n_peers = cfg->n_peers;
-    for (size_t i = 0; i < cfg->n_peers; i++)
+    size_t conns = 0;
+    for (size_t i = 0; i < cfg->n_peers; i++) {
         if (init_peer(d, i, err, err_len) < 0)
             goto fail;
+        conns += d->peers[i].max_in_flight;
+    }
+    /* Keep a connection per request slot. curl's default cache follows
+     * the handles currently added, and ours leave the multi handle after
+     * every transfer, so it shrank and closed warm connections: a new TCP
+     * connection every few dozen deliveries. */
+    curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS,
+                      (long)(conns > 16 ? conns : 16));
     d->page = calloc(d->page_cap, sizeof(*d->page));
     if (!d->page) {
         snprintf(err, err_len, "out of memory");

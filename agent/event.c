@@ -495,6 +495,8 @@ int event_add_attr(struct event *ev, const char *name, const char *value)
             return -EINVAL;
     if (json_object_get(ev->obj, name))
         return 0;
+    if (ev->data_json) /* @obj lacks the data: @text cannot be rebuilt */
+        return -EINVAL;
     if (json_object_set_new(ev->obj, name, json_string(value)) != 0)
         return -ENOMEM;
     char *old = ev->text;
@@ -507,6 +509,136 @@ int event_add_attr(struct event *ev, const char *name, const char *value)
     return 1;
 }
 
+/* ---- loading a stored structured event without parsing its data ------- */
+
+static size_t skip_ws(const char *s, size_t i, size_t n)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' ||
+                     s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* Past the JSON string at @i (s[i] == '"'), or @n if it does not end. */
+static size_t skip_string(const char *s, size_t i, size_t n)
+{
+    for (i++; i < n; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return n;
+}
+
+/* Past the JSON value at @i. The text was valid JSON when it was stored,
+ * so this only has to find the end, not to check; @n if it runs out. */
+static size_t skip_value(const char *s, size_t i, size_t n)
+{
+    if (i >= n)
+        return n;
+    if (s[i] == '"')
+        return skip_string(s, i, n);
+    if (s[i] == '{' || s[i] == '[') {
+        size_t depth = 0;
+        while (i < n) {
+            char c = s[i];
+            if (c == '"') {
+                i = skip_string(s, i, n);
+                continue;
+            }
+            if (c == '{' || c == '[')
+                depth++;
+            else if ((c == '}' || c == ']') && --depth == 0)
+                return i + 1;
+            i++;
+        }
+        return n;
+    }
+    while (i < n && !strchr(",}] \t\r\n", s[i]))
+        i++;
+    return i;
+}
+
+/*
+ * Where the top-level "data" member of the object @s is: the bytes to cut
+ * (the member and one comma) in [*cut_from, *cut_to), and its value in
+ * [*val, *val_end). Returns 1 when found, 0 when there is none, -1 when the
+ * text is not as simple as that (an escaped key, say): parse it whole.
+ */
+static int find_data_member(const char *s, size_t n, size_t *cut_from,
+                            size_t *cut_to, size_t *val, size_t *val_end)
+{
+    size_t i = skip_ws(s, 0, n), prev_comma = 0;
+    bool first = true;
+    if (i >= n || s[i] != '{')
+        return -1;
+    for (i = skip_ws(s, i + 1, n); i < n && s[i] != '}';) {
+        if (s[i] != '"')
+            return -1;
+        size_t key = i, key_end = skip_string(s, i, n);
+        if (memchr(s + key, '\\', key_end - key))
+            return -1;
+        i = skip_ws(s, key_end, n);
+        if (i >= n || s[i] != ':')
+            return -1;
+        size_t v = skip_ws(s, i + 1, n), v_end = skip_value(s, v, n);
+        if (v_end >= n)
+            return -1;
+        i = skip_ws(s, v_end, n);
+        bool last = i < n && s[i] == '}';
+        if (!last && (i >= n || s[i] != ','))
+            return -1;
+        if (key_end - key == 6 && memcmp(s + key, "\"data\"", 6) == 0) {
+            *val = v;
+            *val_end = v_end;
+            if (!last) { /* cut the member and the comma after it */
+                *cut_from = key;
+                *cut_to = skip_ws(s, i + 1, n);
+            } else { /* the last one: cut the comma before it */
+                *cut_from = first ? key : prev_comma;
+                *cut_to = v_end;
+            }
+            return 1;
+        }
+        if (!last) {
+            prev_comma = i;
+            i = skip_ws(s, i + 1, n);
+        }
+        first = false;
+    }
+    return i < n ? 0 : -1;
+}
+
+/*
+ * The attributes of the structured event @text, parsed without its "data"
+ * member, whose JSON text stays in place for binary-mode delivery. The data
+ * is most of an event, and the dispatcher never needs it parsed: it sends
+ * the text as it is (structured) or the member's text (binary). NULL when
+ * the text needs the full parse, or on failure.
+ */
+static json_t *load_attributes(const char *text, size_t text_len,
+                               size_t *val, size_t *val_end)
+{
+    size_t from, to;
+    if (find_data_member(text, text_len, &from, &to, val, val_end) != 1)
+        return NULL;
+    size_t n = text_len - (to - from);
+    char *attrs = malloc(n + 1);
+    if (!attrs)
+        return NULL;
+    memcpy(attrs, text, from);
+    memcpy(attrs + from, text + to, text_len - to);
+    attrs[n] = '\0';
+    json_t *obj = json_loadb(attrs, n, 0, NULL);
+    free(attrs);
+    if (obj && !json_is_object(obj)) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
 int event_load(enum event_format format, const char *text, size_t text_len,
                const void *data, size_t data_len, struct event *ev)
 {
@@ -514,7 +646,13 @@ int event_load(enum event_format format, const char *text, size_t text_len,
     if (format != EVENT_STRUCTURED && format != EVENT_BINARY)
         return -EINVAL;
     json_error_t jerr;
-    json_t *obj = json_loadb(text, text_len, 0, &jerr);
+    size_t val = 0, val_end = 0;
+    json_t *obj = format == EVENT_STRUCTURED
+                      ? load_attributes(text, text_len, &val, &val_end)
+                      : NULL;
+    bool split = obj != NULL;
+    if (!obj)
+        obj = json_loadb(text, text_len, 0, &jerr);
     if (!obj)
         return json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM
                                                                   : -EINVAL;
@@ -532,6 +670,10 @@ int event_load(enum event_format format, const char *text, size_t text_len,
     ev->text_len = text_len;
     ev->format = format;
     ev->obj = obj;
+    if (split) {
+        ev->data_json = ev->text + val;
+        ev->data_json_len = val_end - val;
+    }
     if (format == EVENT_BINARY) {
         ev->data = data;
         ev->data_len = data ? data_len : 0;
@@ -731,25 +873,49 @@ static void body_from_scratch(const struct buf *scratch, size_t start,
     *body_len = scratch->len - start;
 }
 
-static int structured_body(const json_t *obj, event_header_cb cb, void *arg,
-                           struct buf *scratch, const char **body,
+static int structured_body(const struct event *ev, event_header_cb cb,
+                           void *arg, struct buf *scratch, const char **body,
                            size_t *body_len)
 {
+    const json_t *obj = ev->obj;
     json_t *data = json_object_get(obj, "data");
     json_t *b64 = json_object_get(obj, "data_base64");
     const char *ct = string_attr(obj, "datacontenttype");
+    const char *raw = ev->data_json; /* data left unparsed by event_load */
+    size_t raw_len = ev->data_json_len;
     if (json_is_null(data))
         data = NULL;
+    if (raw && raw_len == 4 && memcmp(raw, "null", 4) == 0)
+        raw = NULL;
     if (!json_is_string(b64))
         b64 = NULL;
     /* JSON-format data without a datacontenttype is application/json. */
-    if (!ct && data)
+    if (!ct && (data || raw))
         ct = "application/json";
     int rc = ct ? emit_content_type(ct, cb, arg) : 0;
     if (rc)
         return rc;
 
     size_t start = scratch->len;
+    if (raw && (raw[0] != '"' || is_json_type(ct))) {
+        *body = raw; /* JSON data goes out as its own text */
+        *body_len = raw_len;
+        return 0;
+    }
+    json_t *parsed = NULL;
+    if (raw) { /* a string for a non-JSON type: the body is its value */
+        parsed = json_loadb(raw, raw_len, JSON_DECODE_ANY, NULL);
+        if (!json_is_string(parsed)) {
+            json_decref(parsed);
+            return parsed ? -EINVAL : -ENOMEM;
+        }
+        rc = buf_append(scratch, json_string_value(parsed),
+                        json_string_length(parsed));
+        json_decref(parsed);
+        if (rc == 0)
+            body_from_scratch(scratch, start, body, body_len);
+        return rc;
+    }
     if (b64) {
         rc = base64_decode(json_string_value(b64), json_string_length(b64),
                            scratch);
@@ -776,7 +942,7 @@ int event_binary_headers(const struct event *ev, event_header_cb cb, void *arg,
     if (rc)
         goto out;
     if (ev->format == EVENT_STRUCTURED) {
-        rc = structured_body(ev->obj, cb, arg, scratch, body, body_len);
+        rc = structured_body(ev, cb, arg, scratch, body, body_len);
         goto out;
     }
     const char *ct = string_attr(ev->obj, "datacontenttype");

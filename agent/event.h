@@ -31,6 +31,10 @@ struct event {
     const char *data; /* BINARY only: the data bytes; owned iff data_owned */
     size_t data_len;
     bool data_owned;
+    /* STRUCTURED, from event_load() only: the "data" member's JSON text
+     * inside @text, left out of @obj (NULL when @obj has it, or none). */
+    const char *data_json;
+    size_t data_json_len;
 };
 
 /**

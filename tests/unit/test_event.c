@@ -1144,6 +1144,122 @@ static void test_event_add_attr_rejects_bad_name_or_value(void **state)
     event_free(&ev);
 }
 
+/* ---- loading stored structured events ---------------------------------- */
+
+/* Binary-mode output of @ev: its headers as "name: value\n" lines in
+ * *@headers, its body in *@body (both new strings). */
+static void binary_rendering(const struct event *ev, char **headers,
+                             char **body)
+{
+    struct captured c = {0};
+    struct buf scratch, out;
+    buf_init(&scratch, BUF_MAX);
+    buf_init(&out, BUF_MAX);
+    const char *b;
+    size_t b_len;
+    assert_int_equal(
+        event_binary_headers(ev, capture_cb, &c, &scratch, &b, &b_len), 0);
+    for (size_t i = 0; i < c.n; i++)
+        assert_int_equal(buf_printf(&out, "%s: %s\n", c.name[i], c.value[i]), 0);
+    assert_int_equal(buf_append(&out, "", 1), 0);
+    *headers = strdup(out.data);
+    *body = strndup(b, b_len);
+    captured_free(&c);
+    buf_free(&scratch);
+    buf_free(&out);
+}
+
+/* event_load leaves "data" unparsed; what it delivers must not change. */
+static void test_event_load_splits_data_same_output(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        /* data first, in the middle, last, alone-ish; blanks around */
+        "{\"data\":{\"a\":[1,{\"b\":\"}]\\\"\"}]},\"specversion\":\"1.0\","
+        "\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\"}",
+        "{\"specversion\":\"1.0\",\"id\":\"2\", \"data\" : [1, 2.50, -3e2] ,"
+        " \"source\":\"/s\",\"type\":\"t\",\"subject\":\"x y\"}",
+        "{\"specversion\":\"1.0\",\"id\":\"3\",\"source\":\"/s\",\"type\":\"t\","
+        "\"count\":7,\"flag\":false,\"data\":\"q\\\"uote\\u00e9\"}",
+        "{\"specversion\":\"1.0\",\"id\":\"4\",\"source\":\"/s\",\"type\":\"t\","
+        "\"datacontenttype\":\"text/plain\",\"data\":\"hello \\\"w\\\"\\n\"}",
+        "{\"specversion\":\"1.0\",\"id\":\"5\",\"source\":\"/s\",\"type\":\"t\","
+        "\"data\":null}",
+        "{\"specversion\":\"1.0\",\"id\":\"6\",\"source\":\"/s\",\"type\":\"t\","
+        "\"data\":true}",
+        "{\"specversion\":\"1.0\",\"id\":\"7\",\"source\":\"/s\",\"type\":\"t\","
+        "\"datacontenttype\":\"application/octet-stream\","
+        "\"data_base64\":\"AAEC/w==\"}",
+        "{\"specversion\":\"1.0\",\"id\":\"8\",\"source\":\"/s\",\"type\":\"t\"}",
+        /* an escaped key: the full parse, same answer */
+        "{\"specversion\":\"1.0\",\"id\":\"9\",\"source\":\"/s\",\"type\":\"t\","
+        "\"d\\u0061ta\":{\"k\":1}}",
+        "{\"specversion\":\"1.0\",\"id\":\"10\",\"source\":\"/s\",\"type\":\"t\","
+        "\"datacontenttype\":\"application/cloudevents+json\","
+        "\"data\":\"{\\\"x\\\":1}\"}",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        struct event parsed, loaded;
+        struct ce_error err = fresh_error();
+        const char *b = bodies[i];
+        char *h1, *b1, *h2, *b2;
+        print_message("case %zu\n", i);
+        assert_int_equal(event_from_structured(b, strlen(b), &parsed, &err), 0);
+        assert_int_equal(event_load(EVENT_STRUCTURED, parsed.text,
+                                    parsed.text_len, NULL, 0, &loaded), 0);
+        binary_rendering(&parsed, &h1, &b1);
+        binary_rendering(&loaded, &h2, &b2);
+        assert_string_equal(h1, h2);
+        /* JSON data goes out as sent instead of re-serialised: the same
+         * JSON value, maybe not the same bytes. Anything else: the same. */
+        if (strcmp(b1, b2) != 0) {
+            assert_non_null(strstr(h1, "Content-Type: application/json"));
+            json_t *x = json_loads(b1, JSON_DECODE_ANY, NULL);
+            json_t *y = json_loads(b2, JSON_DECODE_ANY, NULL);
+            assert_true(x && y && json_equal(x, y));
+            json_decref(x);
+            json_decref(y);
+        }
+        /* Structured output is the stored text either way. */
+        struct buf s1, s2;
+        buf_init(&s1, BUF_MAX);
+        buf_init(&s2, BUF_MAX);
+        assert_int_equal(event_to_structured(&parsed, &s1), 0);
+        assert_int_equal(event_to_structured(&loaded, &s2), 0);
+        assert_int_equal(s1.len, s2.len);
+        assert_memory_equal(s1.data, s2.data, s1.len);
+        buf_free(&s1);
+        buf_free(&s2);
+        free(h1);
+        free(b1);
+        free(h2);
+        free(b2);
+        event_free(&parsed);
+        event_free(&loaded);
+    }
+}
+
+/* The data member is left out of the parsed attributes, and attributes
+ * still read as before. */
+static void test_event_load_keeps_data_as_text(void **state)
+{
+    (void)state;
+    const char *t = "{\"specversion\":\"1.0\",\"id\":\"i\",\"source\":\"/s\","
+                    "\"type\":\"t\",\"data\":{\"big\":\"x\"},\"ext\":5}";
+    struct event ev;
+    char scratch[32];
+    assert_int_equal(event_load(EVENT_STRUCTURED, t, strlen(t), NULL, 0, &ev), 0);
+    assert_null(json_object_get(ev.obj, "data"));
+    assert_non_null(ev.data_json);
+    assert_int_equal(ev.data_json_len, strlen("{\"big\":\"x\"}"));
+    assert_memory_equal(ev.data_json, "{\"big\":\"x\"}", ev.data_json_len);
+    assert_string_equal(event_attr(&ev, "id", scratch, sizeof(scratch)), "i");
+    assert_string_equal(event_attr(&ev, "ext", scratch, sizeof(scratch)), "5");
+    /* An attribute cannot be added: the text could not be rebuilt. */
+    assert_int_equal(event_add_attr(&ev, "traceparent", "x"), -EINVAL);
+    event_free(&ev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1187,6 +1303,8 @@ int main(void)
         cmocka_unit_test(test_event_binary_headers_from_structured),
         cmocka_unit_test(test_event_binary_headers_decodes_base64_body),
         cmocka_unit_test(test_event_binary_headers_raw_string_for_text),
+        cmocka_unit_test(test_event_load_splits_data_same_output),
+        cmocka_unit_test(test_event_load_keeps_data_as_text),
         cmocka_unit_test(test_event_binary_headers_json_string_data),
         cmocka_unit_test(test_event_binary_headers_without_data),
         cmocka_unit_test(test_event_binary_headers_stops_on_callback_error),
