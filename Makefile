@@ -60,6 +60,17 @@ test-unit: build
 test-blackbox: build
 	FERRY_BIN=$(CURDIR)/$(BUILD)/ferry $(PYTHON) -m pytest -q -p no:cacheprovider tests/blackbox
 
+# Container images and docker/compose.yaml end to end (tests/containers).
+# Needs a Docker engine; without one the test is reported as skipped, with
+# the reason. debootstrap makes the base image when the engine has none.
+CONTAINER_PACKAGES := debootstrap debian-archive-keyring
+.PHONY: test-containers
+test-containers:
+	@pkgs="python3 python3-pytest"; \
+	if timeout 30 docker info >/dev/null 2>&1; then pkgs="$$pkgs $(CONTAINER_PACKAGES)"; fi; \
+	$(MAKE) --no-print-directory deps DEB_PACKAGES="$$pkgs"
+	$(PYTHON) -m pytest -q -rs -s -p no:cacheprovider tests/containers
+
 # Kubernetes manifests (k8s/, checked by tests/k8s): render every overlay
 # with kustomize, decode each object strictly against the API types, check
 # the contract and `ferry check-config` on the ConfigMaps; the Go tests
