@@ -18,9 +18,11 @@
 enum deliver_result retry_classify(int transport_error, long http_status)
 {
     if (transport_error != 0) {
-        /* Waiting cannot fix a URL curl refuses to parse or speak. */
-        if (transport_error == CURLE_UNSUPPORTED_PROTOCOL ||
-            transport_error == CURLE_URL_MALFORMAT)
+        /* Waiting cannot fix a URL curl refuses to parse. (Not
+         * CURLE_UNSUPPORTED_PROTOCOL: config admits only http and https,
+         * and curl also reports a peer that answers with something other
+         * than HTTP that way, which a restart of the peer fixes.) */
+        if (transport_error == CURLE_URL_MALFORMAT)
             return DELIVER_DEAD;
         return DELIVER_RETRY;
     }

@@ -62,7 +62,8 @@ static void test_retry_classification_table(void **state)
         {0, 413, DELIVER_DEAD},
         {0, 422, DELIVER_DEAD},
         {0, 600, DELIVER_DEAD},
-        {CURLE_UNSUPPORTED_PROTOCOL, 0, DELIVER_DEAD},
+        /* also "Received HTTP/0.9": a peer speaking something else */
+        {CURLE_UNSUPPORTED_PROTOCOL, 0, DELIVER_RETRY},
         {CURLE_URL_MALFORMAT, 0, DELIVER_DEAD},
         {CURLE_COULDNT_CONNECT, 0, DELIVER_RETRY},
         {CURLE_COULDNT_RESOLVE_HOST, 0, DELIVER_RETRY},
