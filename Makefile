@@ -113,5 +113,38 @@ bench: build bench-tools
 bench-smoke: build bench-tools
 	$(PYTHON) bench/run.py --smoke --ferry $(BUILD)/ferry --build-dir $(BENCH_BUILD)
 
+# Fuzzing (tests/fuzz/README.md): replay every committed reproducer, then
+# run each libFuzzer target (clang, ASan+UBSan) for FUZZ_CI_SECONDS, two at
+# a time; figures in $(BUILD_FUZZ)/fuzz-results. Longer:
+# `make test-fuzz FUZZ_CI_SECONDS=300` or `tests/fuzz/run.sh 300 OUTDIR`.
+BUILD_FUZZ      ?= build-fuzz
+FUZZ_CI_SECONDS ?= 20
+FUZZ_PACKAGES   := clang libclang-rt-dev
+.PHONY: test-fuzz
+test-fuzz:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(FUZZ_PACKAGES)"
+	FUZZ_BUILD=$(BUILD_FUZZ) tests/fuzz/run.sh $(FUZZ_CI_SECONDS)
+
+# valgrind memcheck (tests/valgrind/README.md): black-box tests against a
+# RelWithDebInfo build run under memcheck; any memory error or definite or
+# indirect leak fails the test. CI runs the subset in
+# tests/valgrind/ci-tests.txt (1-2 minutes); VALGRIND_ALL=1 runs the whole
+# black-box suite (10-25 minutes, with the machine's load).
+BUILD_VG         ?= build-vg
+VALGRIND_PACKAGES := valgrind
+VALGRIND_TESTS   ?= $(if $(filter 1,$(VALGRIND_ALL)),tests/blackbox,\
+	$(shell grep -v '^\#' tests/valgrind/ci-tests.txt))
+.PHONY: build-vg test-valgrind
+build-vg:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(VALGRIND_PACKAGES)"
+	cmake -S . -B $(BUILD_VG) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+	cmake --build $(BUILD_VG) -j $(JOBS) --target ferry
+
+test-valgrind: build-vg
+	VG_FERRY_BIN=$(CURDIR)/$(BUILD_VG)/ferry \
+	  FERRY_BIN=$(CURDIR)/tests/valgrind/ferry-valgrind.sh FERRY_VALGRIND=1 \
+	  FERRY_TEST_TIMEOUT_SCALE=$${FERRY_TEST_TIMEOUT_SCALE:-10} \
+	  $(PYTHON) -m pytest -q -rs -p no:cacheprovider $(foreach t,$(VALGRIND_TESTS),'$(t)')
+
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)

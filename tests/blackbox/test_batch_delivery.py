@@ -73,10 +73,11 @@ def test_batch_retry_resends_every_event_then_counts_each(ferry, peer):
     first = p.snapshot()[0]
     assert first.status == 503
     assert sorted(e["id"] for e in batch_events(first)) == ids
-    # Outcomes are per event: 20 retries and 20 successes.
-    m = f.metrics()
-    assert 'ferry_deliveries_total{peer="p",outcome="retry"} 20' in m, m
-    assert 'ferry_deliveries_total{peer="p",outcome="success"} 20' in m, m
+    # Outcomes are per event: 20 retries and 20 successes. They are counted
+    # once Ferry has read the answer, which is just after the peer saw it.
+    want = ('ferry_deliveries_total{peer="p",outcome="retry"} 20',
+            'ferry_deliveries_total{peer="p",outcome="success"} 20')
+    wait_for(lambda: all(w in f.metrics() for w in want), 5, msg=lambda: f.metrics())
 
 
 def test_batch_signature_covers_the_array(ferry, peer):

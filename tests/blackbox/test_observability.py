@@ -149,9 +149,10 @@ def test_logs_name_failed_attempts_dead_letters_and_trace(ferry, peer):
 def test_text_log_format(ferry, peer):
     p = peer()
     f = ferry(base_config({"p": http_peer(p)}), env={"FERRY_LOG_FORMAT": "text"})
-    text = f.stderr_path.read_text()
-    ready = [l for l in text.splitlines() if " ready " in l]
-    assert ready, text[-1000:]
+    # /readyz can answer 200 a moment before the "ready" record is written.
+    ready = wait_for(lambda: [l for l in f.stderr_path.read_text().splitlines()
+                              if " ready " in l], 5,
+                     msg=lambda: f.stderr_path.read_text()[-1000:])
     stamp, level = ready[0].split()[:2]
     assert stamp.endswith("Z") and "T" in stamp and level == "info"
     assert "listen=127.0.0.1:" in ready[0]

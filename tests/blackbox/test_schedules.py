@@ -6,6 +6,7 @@ exit 2 and the JSON path; a reload starts and stops schedules."""
 
 import datetime
 import json
+import os
 import signal
 import time
 
@@ -77,6 +78,9 @@ def test_every_second_delivers_increasing_unique_slots(ferry, peer):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(bool(os.environ.get("FERRY_VALGRIND")),
+                    reason="needs the restart to be up within ~1.7 s of a 2 s slot; "
+                           "ferry starts slower than that under valgrind")
 def test_kill9_restart_fires_no_slot_twice_and_latest_missed_once(ferry, peer):
     """@every 2s (grace = the interval). Killed right after a slot is
     delivered and settled; restarted 4.3 s after the recorded slot R, so R+2s
