@@ -94,7 +94,41 @@ test-asan: build-asan
 	  FERRY_BIN=$(CURDIR)/$(BUILD_SAN)/ferry FERRY_SANITIZED=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/blackbox
 
-test: test-unit test-blackbox test-asan
+# Everything, as CI runs it. The timing-sensitive suites run one at a
+# time; the container build, the Kubernetes checker and the fuzzers only
+# need CPU and share the machine (test-heavy), which keeps a cold run,
+# with no images and no Go module cache, under 20 minutes on 2 cores.
+# Every package is installed first, in one apt run, so that the parallel
+# stage never runs two apt-gets at once.
+test: deps-test test-unit test-blackbox test-asan test-heavy test-valgrind \
+	test-reliability bench-smoke
+
+.PHONY: deps-test test-heavy
+deps-test:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) \
+	  $(FUZZ_PACKAGES) $(VALGRIND_PACKAGES) $(BENCH_PACKAGES) $(CONTAINER_PACKAGES)"
+
+test-heavy: build
+	$(MAKE) --no-print-directory -j3 --output-sync=target \
+	  test-containers test-k8s test-fuzz
+
+# Reliability campaign (tests/reliability, docs/RELIABILITY.md): crash loop,
+# chaos peers, disk full and spool limit under load, hostile clients.
+# `test-reliability` is CI-sized (a few minutes, writes no document);
+# `reliability` runs long settings plus fuzzing (FUZZ_SECONDS per target)
+# and the memory-safety suites (valgrind on every black-box test: about 20
+# of its ~30 minutes), then rewrites docs/RELIABILITY.md; knobs in
+# tests/reliability/run.sh.
+FUZZ_SECONDS ?= 60
+.PHONY: test-reliability reliability
+test-reliability: build
+	FERRY_BIN=$(CURDIR)/$(BUILD)/ferry FERRY_REL_OUT=$(CURDIR)/$(BUILD)/reliability-ci \
+	  $(PYTHON) -m pytest -q -rxs -p no:cacheprovider tests/reliability
+
+reliability: build
+	@$(MAKE) --no-print-directory deps \
+	  DEB_PACKAGES="$(DEB_PACKAGES) $(FUZZ_PACKAGES) $(VALGRIND_PACKAGES)"
+	BUILD=$(BUILD) PYTHON=$(PYTHON) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/reliability/run.sh
 
 # Benchmarks (bench/README.md). `bench` rewrites docs/BENCHMARKS.md and its
 # charts; `bench-smoke` runs every scenario tiny (under 90 s) and writes its
