@@ -1245,7 +1245,13 @@ static void refresh_bytes(struct spool *s)
     if (statvfs(s->dir, &vfs) == 0) {
         s->free_bytes = (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize +
                         free_pages * s->page_size;
-        atomic_store(&s->disk_low, s->free_bytes < s->reserve_bytes);
+        /* Hysteresis: once low, stay low until half a reserve more is
+         * free, or truncating the WAL (see low_disk_checkpoint) would
+         * flip readiness and ingest back and forth at the threshold. */
+        int64_t need = atomic_load(&s->disk_low)
+                           ? s->reserve_bytes + s->reserve_bytes / 2
+                           : s->reserve_bytes;
+        atomic_store(&s->disk_low, s->free_bytes < need);
     }
 }
 
@@ -1605,6 +1611,8 @@ static int apply_event(struct spool *s, struct turn *t,
 static bool spool_full(struct spool *s, const struct turn *t)
 {
     if (s->max_bytes > 0 && atomic_load(&s->bytes) + t->added_bytes >= s->max_bytes)
+        return true;
+    if (atomic_load(&s->disk_low))
         return true;
     return s->free_bytes - 2 * t->added_bytes < s->reserve_bytes;
 }
