@@ -1068,6 +1068,19 @@ static const struct field spool_fields[] = {
     NUM("max_bytes", K_I64, CFG(spool.max_bytes), 1048576, INT64_MAX),
     {0},
 };
+/* "threads": 1-256, or "auto" (0 here): see httpd_auto_threads(). */
+static void parse_threads(struct ctx *c, json_t *v, const char *path,
+                          void *dst)
+{
+    static const struct field range = {.kind = K_INT, .min = 1, .max = 256};
+    if (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0)
+        *(int *)dst = 0;
+    else if (json_is_integer(v))
+        set_integer(c, &range, v, path, dst);
+    else
+        fail(c, path, "expected an integer or \"auto\"");
+}
+
 static const struct field listener_fields[] = {
     NUM("max_connections", K_INT, CFG(http.max_connections), 1, HTTP_CONN_MAX),
     NUM("max_connections_per_ip", K_INT, CFG(http.max_connections_per_ip), 0,
@@ -1076,7 +1089,7 @@ static const struct field listener_fields[] = {
         86400),
     NUM("max_header_bytes", K_SIZE, CFG(http.max_header_bytes), 4096,
         1048576),
-    NUM("threads", K_INT, CFG(http.threads), 1, 256),
+    SUB("threads", CFG(http.threads), parse_threads),
     {0},
 };
 
@@ -1092,7 +1105,7 @@ static void parse_http(struct ctx *c, json_t *v, const char *path, void *dst)
     char sub[PATH_LEN];
     parse_fields(c, v, path, listener_fields, cfg);
     if (c->n_err != before || cfg->http.max_connections >= cfg->http.threads)
-        return;
+        return; /* "auto" (0) is capped at max_connections when applied */
     if (json_object_get(v, "max_connections"))
         fail(c, key_path(sub, path, "max_connections"),
              "must be at least threads (%d)", cfg->http.threads);
@@ -1143,7 +1156,7 @@ static struct config *config_defaults(void)
     cfg->http.max_connections_per_ip = 0;
     cfg->http.connection_timeout_s = 30;
     cfg->http.max_header_bytes = 16384;
-    cfg->http.threads = 2;
+    cfg->http.threads = 0; /* auto */
     if (!cfg->listen || !cfg->admin.listen || !cfg->spool.dir) {
         config_destroy(cfg);
         return NULL;
@@ -1562,12 +1575,14 @@ static json_t *dump_schedule_at(const struct config *cfg, size_t i)
 
 static json_t *dump_http(const struct config *cfg)
 {
-    return json_pack("{s:i, s:i, s:i, s:I, s:i}", "max_connections",
+    json_t *threads = cfg->http.threads ? json_integer(cfg->http.threads)
+                                        : json_string("auto");
+    return json_pack("{s:i, s:i, s:i, s:I, s:o}", "max_connections",
                      cfg->http.max_connections, "max_connections_per_ip",
                      cfg->http.max_connections_per_ip, "connection_timeout_s",
                      cfg->http.connection_timeout_s, "max_header_bytes",
                      (json_int_t)cfg->http.max_header_bytes, "threads",
-                     cfg->http.threads);
+                     threads);
 }
 
 static json_t *dump_config(const struct config *cfg)

@@ -165,7 +165,7 @@ struct config {
         int max_connections_per_ip; /* 0: no per-address limit */
         int connection_timeout_s;   /* idle, and to receive a request */
         size_t max_header_bytes;    /* request line + headers */
-        int threads;                /* main listener's pool; admin: 1 */
+        int threads;                /* main listener's pool, 0: auto; admin: 1 */
     } http;
     struct peer_config *peers;
     size_t n_peers;

@@ -39,6 +39,7 @@
 #include "httpd.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <errno.h>
 #include <jansson.h>
 #include <netdb.h>
@@ -168,8 +169,44 @@ void httpd_options_from_config(struct httpd_options *opt,
     opt->per_ip_limit = (unsigned)cfg->http.max_connections_per_ip;
     opt->timeout_s = (unsigned)cfg->http.connection_timeout_s;
     opt->max_header_bytes = cfg->http.max_header_bytes;
-    if (threads_too)
-        opt->threads = (unsigned)cfg->http.threads;
+    if (threads_too) {
+        unsigned n = cfg->http.threads > 0 ? (unsigned)cfg->http.threads
+                                           : httpd_auto_threads();
+        if (n > opt->connection_limit) /* each thread needs a connection */
+            n = opt->connection_limit;
+        opt->threads = n;
+    }
+}
+
+/*
+ * The CPUs a cgroup v2 "cpu.max" quota allows ("max 100000": no quota),
+ * rounded up; 0 when there is none or no such file.
+ */
+static unsigned cgroup_cpus(void)
+{
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (!f)
+        return 0;
+    long long quota = 0, period = 0;
+    char word[32];
+    unsigned n = 0;
+    if (fscanf(f, "%31s %lld", word, &period) == 2 && period > 0 &&
+        sscanf(word, "%lld", &quota) == 1 && quota > 0)
+        n = (unsigned)((quota + period - 1) / period);
+    fclose(f);
+    return n;
+}
+
+unsigned httpd_auto_threads(void)
+{
+    cpu_set_t set;
+    unsigned n = 1;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        n = (unsigned)CPU_COUNT(&set);
+    unsigned quota = cgroup_cpus();
+    if (quota > 0 && quota < n)
+        n = quota;
+    return n < HTTPD_AUTO_THREADS_MAX ? n : HTTPD_AUTO_THREADS_MAX;
 }
 
 /* ---- TLS material --------------------------------------------------- */

@@ -47,9 +47,23 @@ struct httpd_options {
 /* A running listener: the daemon and the TLS material it was given. */
 struct httpd;
 
+/* "threads": "auto" never starts more pool threads than this. */
+#define HTTPD_AUTO_THREADS_MAX 4
+
+/**
+ * The pool size for "threads": "auto": one thread per CPU this process may
+ * run on (its affinity mask, lowered to a cgroup v2 cpu.max quota), at
+ * most HTTPD_AUTO_THREADS_MAX. On one CPU a second pool thread only adds
+ * context switches to every request; the spool writer and the dispatcher
+ * have threads of their own.
+ */
+unsigned httpd_auto_threads(void);
+
 /**
  * Fill the limits of @opt (connections, timeout, header bytes, per-IP
- * limit and, when @threads_too, the thread pool) from @cfg->http. The
+ * limit and, when @threads_too, the thread pool: its "threads", or
+ * httpd_auto_threads() for "auto", at most the connection limit) from
+ * @cfg->http. The
  * listen address, TLS files and handlers are the caller's.
  */
 void httpd_options_from_config(struct httpd_options *opt,

@@ -532,9 +532,9 @@ struct ingest *ingest_start(const struct ingest_deps *deps, char *err,
         .completed = on_completed,
         .completed_cls = ing,
     };
-    /* The config's "http" limits, and its pool size when it has one (a
-     * hand-built config in a test has threads 0: deps->threads). */
-    httpd_options_from_config(&opt, deps->cfg, deps->cfg->http.threads > 0);
+    /* The config's "http" limits, and its pool size unless the caller
+     * (a test) fixed one. */
+    httpd_options_from_config(&opt, deps->cfg, deps->threads == 0);
     ing->daemon = httpd_start(&opt, err, err_len);
     if (!ing->daemon) {
         config_destroy(ing->cfg);

@@ -27,7 +27,7 @@ struct ingest_deps {
     /* Fills a health snapshot; called on pool threads. */
     void (*health_snapshot)(void *arg, struct health_inputs *in);
     void *health_arg;
-    unsigned threads; /* pool size */
+    unsigned threads; /* pool size; 0: the config's http.threads */
 };
 
 /** Start listening on cfg->listen. NULL with @err on failure. */

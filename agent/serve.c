@@ -183,8 +183,7 @@ static int start(struct server *s, int64_t t0)
         goto fail;
     }
     struct ingest_deps deps = {.cfg = s->cfg, .spool = s->spool,
-                               .health_snapshot = health_snapshot, .health_arg = s,
-                               .threads = 2};
+                               .health_snapshot = health_snapshot, .health_arg = s};
     s->ingest = ingest_start(&deps, err, sizeof(err));
     pthread_mutex_unlock(&s->reload_lock);
     if (!s->ingest)

@@ -4,13 +4,15 @@ headers are rejected, and well-behaved clients are served throughout."""
 
 import http.client
 import json
+import os
 import socket
 import threading
 import time
 
 import pytest
 
-from ferrylib import base_config, http_peer, http_request, make_event, scaled, wait_for
+from ferrylib import (base_config, http_peer, http_request, make_event,
+                      post_structured, scaled, wait_for)
 
 
 def host_port(f):
@@ -182,3 +184,35 @@ def test_bad_limits_are_config_errors(tmp_path, limits, error):
     cp = run_cli(["check-config", "-c", path])
     assert cp.returncode == 2, cli_output(cp)
     assert error in cli_output(cp), cli_output(cp)
+
+
+def _threads(f) -> int:
+    return len(os.listdir(f"/proc/{f.proc.pid}/task"))
+
+
+def _start_on(ferry, cpus, config):
+    """Start a Ferry whose affinity mask is @cpus (inherited from us)."""
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        return ferry(config)
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
+def test_auto_threads_follow_the_cpus_ferry_may_use(ferry, peer):
+    """http.threads "auto" (the default): one pool thread per CPU of the
+    affinity mask, at most 4; taskset -c 0 gives one."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to compare a pinned Ferry with a free one")
+    out = peer(name="out")
+    pinned = _start_on(ferry, {cpus[0]}, base_config({"out": http_peer(out)}))
+    free = _start_on(ferry, set(cpus), base_config({"out": http_peer(out)}))
+    fixed = _start_on(ferry, {cpus[0]}, base_config({"out": http_peer(out)},
+                                                    http={"threads": 3}))
+    extra = min(len(cpus), 4) - 1
+    assert _threads(free) - _threads(pinned) == extra
+    assert _threads(fixed) - _threads(pinned) == 2  # a number is taken as it is
+    for f in (pinned, free, fixed):
+        assert post_structured(f.events_url, make_event()).status == 202

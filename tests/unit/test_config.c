@@ -600,7 +600,11 @@ static void test_config_http_limits_defaults(void **state)
     assert_int_equal(cfg->http.max_connections_per_ip, 0);
     assert_int_equal(cfg->http.connection_timeout_s, 30);
     assert_int_equal(cfg->http.max_header_bytes, 16384);
-    assert_int_equal(cfg->http.threads, 2);
+    assert_int_equal(cfg->http.threads, 0); /* "auto" */
+    config_destroy(cfg);
+
+    cfg = parse_ok("{\"http\": {\"threads\": \"auto\"}}");
+    assert_int_equal(cfg->http.threads, 0);
     config_destroy(cfg);
 
     cfg = parse_ok("{\"http\": {\"max_connections\": 8,"
@@ -630,7 +634,7 @@ static void test_config_http_limits_errors_have_paths(void **state)
                   "http.max_conections: unknown key");
     EXPECT_ERRORS("{\"http\": {\"threads\": \"2\", \"max_header_bytes\": "
                   "2097152, \"connection_timeout_s\": 1.5}}",
-                  "http.threads: expected an integer",
+                  "http.threads: expected an integer or \"auto\"",
                   "http.max_header_bytes: must be between 4096 and 1048576",
                   "http.connection_timeout_s: expected an integer");
     EXPECT_ERRORS("{\"http\": []}", "http: expected an object");
@@ -642,6 +646,8 @@ static void test_config_http_limits_errors_have_paths(void **state)
                   "http.max_connections: must be at least threads (4)");
     EXPECT_ERRORS("{\"http\": {\"threads\": 2000}}",
                   "http.threads: must be between 1 and 256");
+    EXPECT_ERRORS("{\"http\": {\"threads\": \"many\"}}",
+                  "http.threads: expected an integer or \"auto\"");
 }
 
 static void test_config_http_limits_in_dump(void **state)
@@ -654,7 +660,7 @@ static void test_config_http_limits_in_dump(void **state)
                                  "\"max_connections_per_ip\":0,"
                                  "\"connection_timeout_s\":5,"
                                  "\"max_header_bytes\":16384,"
-                                 "\"threads\":2}"));
+                                 "\"threads\":\"auto\"}"));
     free(text);
     config_destroy(cfg);
 }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -289,6 +290,40 @@ static void test_httpd_options_from_config_maps_http_limits(void **state)
     config_destroy(cfg);
 }
 
+/* "auto": one pool thread per CPU the process may use, capped; never more
+ * threads than connections. */
+static void test_httpd_auto_threads_follow_affinity(void **state)
+{
+    (void)state;
+    cpu_set_t saved, one;
+    assert_int_equal(sched_getaffinity(0, sizeof(saved), &saved), 0);
+    unsigned n = httpd_auto_threads();
+    assert_true(n >= 1 && n <= HTTPD_AUTO_THREADS_MAX);
+    assert_true(n <= (unsigned)CPU_COUNT(&saved));
+
+    /* Pinned to one CPU (taskset -c 0): one thread. */
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &saved)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+    assert_int_equal(httpd_auto_threads(), 1);
+
+    const char *doc = "{\"http\": {\"max_connections\": 1}}";
+    struct config_errors errs;
+    config_errors_init(&errs);
+    struct config *cfg = config_parse(doc, strlen(doc), "test", &errs);
+    assert_non_null(cfg);
+    config_errors_free(&errs);
+    assert_int_equal(sched_setaffinity(0, sizeof(saved), &saved), 0);
+    struct httpd_options o = {0};
+    httpd_options_from_config(&o, cfg, true);
+    assert_int_equal(o.threads, 1); /* capped by max_connections */
+    config_destroy(cfg);
+}
+
 /* ---- TLS ---------------------------------------------------------------- */
 
 static void expect_start_error(const struct httpd_options *o, const char *want)
@@ -505,6 +540,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_httpd_media_type_ignores_case_params_blanks),
         cmocka_unit_test(test_httpd_options_from_config_maps_http_limits),
+        cmocka_unit_test(test_httpd_auto_threads_follow_affinity),
         cmocka_unit_test_setup_teardown(test_httpd_tls_bad_files_are_start_errors,
                                         pki_setup, pki_teardown),
         cmocka_unit_test_setup_teardown(test_httpd_tls_serves_https, pki_setup,
