@@ -37,7 +37,8 @@
  * Counts. The writer keeps per-peer pending/dead counts in a small hash of
  * struct peer. Changes made by a turn are kept as deltas (per submission,
  * then per turn) and published under s->counts_lock only after COMMIT, so
- * readers never see counts of rolled-back work.
+ * readers never see counts of rolled-back work. They are first counted by
+ * the writer thread before its first turn, off the way to ready.
  *
  * Space. Auto-checkpointing is off (it would run inside COMMIT and delay
  * the 202s). When the WAL has grown past CHECKPOINT_FRAMES the writer asks
@@ -101,6 +102,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "seen.h"
 
 #define SCHEMA_VERSION 3
 /* next_ms of a parked ordered delivery: due only once it heads its key. */
@@ -324,24 +326,6 @@ struct outcome_batch {
     struct spool_outcome o[];
 };
 
-/* The in-memory dedupe index (see "dedupe index"); writer thread only. */
-struct seen {
-    uint64_t h;         /* keyed hash of source + id; 0: empty slot */
-    int64_t expires_ms; /* a duplicate until then */
-};
-
-struct seen_undo {
-    uint64_t h;
-    int64_t prev_expires_ms; /* 0: was absent */
-};
-
-struct seen_set {
-    struct seen *slots;
-    size_t cap, used; /* used: occupied slots, expired ones included */
-    uint64_t k0, k1;  /* random per open: ids cannot be crafted to collide */
-    struct seen_undo *undo; /* claims of the open transaction, in order */
-    size_t n_undo, cap_undo;
-};
 
 /* What a turn changed so far; writer thread only. */
 struct turn {
@@ -383,6 +367,8 @@ struct taken {
 struct spool {
     /* Set at open, read-only afterwards. */
     char *dir, *db_path, *wal_path;
+    char *seen_path; /* the dedupe snapshot (see seen.c) */
+    bool opened;     /* spool_open succeeded */
     int64_t max_bytes, dedupe_ms;
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
@@ -427,6 +413,8 @@ struct spool {
     /* Peer counts: the writer inserts under counts_lock and reads freely;
      * other threads read under counts_lock. */
     pthread_mutex_t counts_lock;
+    pthread_cond_t counts_cond; /* counts_loaded became true */
+    atomic_bool counts_loaded;
     struct peer *peers[PEER_BUCKETS];
 
     /* Disk headroom (see "Disk space"); set at open, then writer only. */
@@ -884,7 +872,9 @@ static int load_counts(struct spool *s)
                 rc = SQLITE_NOMEM;
                 break;
             }
+            pthread_mutex_lock(&s->counts_lock); /* published */
             *(i == 0 ? &p->pending : &p->dead) = sqlite3_column_int64(st, 1);
+            pthread_mutex_unlock(&s->counts_lock);
             rc = SQLITE_OK;
         }
         sqlite3_finalize(st);
@@ -894,211 +884,81 @@ static int load_counts(struct spool *s)
     return SQLITE_OK;
 }
 
-/* ---- dedupe index ----------------------------------------------------
- *
- * Ids are usually random (UUIDs). Kept in a b-tree keyed by (source, id),
- * every claim would dirty a random leaf page, so a commit of 100 events
- * would write ~100 more pages to the WAL: measured, that halved the
- * throughput with UUID ids. So the dedupe table is an append-only log (a
- * claim touches only its rightmost page) and lookups use this
- * open-addressing table of 64-bit SipHash-1-3 values, rebuilt from the
- * log at open. Cost: about 24 bytes of memory per event in the window. A
- * false duplicate needs a 64-bit collision under a key drawn at random at
- * each open (chance about n / 2^64 per event; ids cannot be crafted).
- *
- * Claims can be undone: each records the expiry it replaced, and a
- * rolled-back savepoint or transaction restores them in reverse order, so
- * memory never disagrees with the database.
+/*
+ * Count once, on the writer thread before its first turn (or on the
+ * caller's, if the writer never started), then wake anyone waiting in
+ * spool_peer_counts(). A failure leaves the counts at 0 and is logged.
  */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-
-struct sip {
-    uint64_t v0, v1, v2, v3, m;
-    size_t n;
-};
-
-static void sip_round(struct sip *s)
+static void count_once(struct spool *s)
 {
-    s->v0 += s->v1;
-    s->v1 = ROTL(s->v1, 13) ^ s->v0;
-    s->v0 = ROTL(s->v0, 32);
-    s->v2 += s->v3;
-    s->v3 = ROTL(s->v3, 16) ^ s->v2;
-    s->v0 += s->v3;
-    s->v3 = ROTL(s->v3, 21) ^ s->v0;
-    s->v2 += s->v1;
-    s->v1 = ROTL(s->v1, 17) ^ s->v2;
-    s->v2 = ROTL(s->v2, 32);
+    if (atomic_load(&s->counts_loaded))
+        return;
+    if (load_counts(s) != SQLITE_OK)
+        log_warn("spool: cannot count the pending deliveries; the gauges"
+                 " start from 0",
+                 LOG_FIELDS(LOG_S("error", sqlite3_errmsg(s->db))));
+    pthread_mutex_lock(&s->counts_lock);
+    atomic_store(&s->counts_loaded, true);
+    pthread_cond_broadcast(&s->counts_cond);
+    pthread_mutex_unlock(&s->counts_lock);
 }
 
-static void sip_block(struct sip *s, uint64_t m)
+/* The dedupe log's first and last rows (0 and 0 when empty). Two queries:
+ * SQLite answers a lone min() or max() from the b-tree's edge, but scans
+ * the whole table for both at once. */
+static int log_bounds(struct spool *s, int64_t *first, int64_t *last)
 {
-    s->v3 ^= m;
-    sip_round(s); /* SipHash-1-3: one compression round */
-    s->v0 ^= m;
-}
-
-static void sip_init(struct sip *s, uint64_t k0, uint64_t k1)
-{
-    s->v0 = k0 ^ 0x736f6d6570736575ULL;
-    s->v1 = k1 ^ 0x646f72616e646f6dULL;
-    s->v2 = k0 ^ 0x6c7967656e657261ULL;
-    s->v3 = k1 ^ 0x7465646279746573ULL;
-    s->m = 0;
-    s->n = 0;
-}
-
-static void sip_feed(struct sip *s, const char *p, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        s->m |= (uint64_t)(unsigned char)p[i] << (8 * (s->n & 7));
-        if ((++s->n & 7) == 0) {
-            sip_block(s, s->m);
-            s->m = 0;
-        }
+    static const char *const sql[2] = {
+        "SELECT seq FROM dedupe ORDER BY seq LIMIT 1",
+        "SELECT seq FROM dedupe ORDER BY seq DESC LIMIT 1",
+    };
+    int64_t *out[2] = {first, last};
+    int rc = SQLITE_OK;
+    for (int i = 0; i < 2 && rc == SQLITE_OK; i++) {
+        sqlite3_stmt *st = NULL;
+        *out[i] = 0;
+        rc = sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+            *out[i] = sqlite3_column_int64(st, 0);
+        if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+            rc = SQLITE_OK;
+        sqlite3_finalize(st);
     }
-}
-
-static uint64_t sip_final(struct sip *s)
-{
-    sip_block(s, ((uint64_t)s->n << 56) | s->m);
-    s->v2 ^= 0xff;
-    for (int i = 0; i < 3; i++)
-        sip_round(s);
-    return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
-}
-
-static void seen_init(struct seen_set *d)
-{
-    uint64_t k[2];
-    if (getrandom(k, sizeof(k), 0) != (ssize_t)sizeof(k)) {
-        /* No entropy yet: still a fine hash, only less crafted-proof. */
-        k[0] = (uint64_t)clock_mono_us() * 0x9e3779b97f4a7c15ULL;
-        k[1] = (uint64_t)getpid() ^ (uint64_t)clock_wall_ms();
-    }
-    d->k0 = k[0];
-    d->k1 = k[1];
-}
-
-static uint64_t seen_hash(const struct seen_set *d, const char *source,
-                          const char *id)
-{
-    struct sip st;
-    sip_init(&st, d->k0, d->k1);
-    sip_feed(&st, source, strlen(source) + 1); /* the NUL separates */
-    sip_feed(&st, id, strlen(id));
-    uint64_t h = sip_final(&st);
-    return h ? h : 1; /* 0 marks an empty slot */
-}
-
-/* The slot holding @h, or the empty slot where it would go. */
-static struct seen *seen_find(const struct seen_set *d, uint64_t h)
-{
-    size_t mask = d->cap - 1;
-    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask)
-        if (d->slots[i].h == h || d->slots[i].h == 0)
-            return &d->slots[i];
+    return rc;
 }
 
 /*
- * Room for one more entry: at 3/4 full, rebuild without the expired
- * entries (which is how they leave memory), growing only if the live
- * ones need it. Rare, so the allocation is not per event. 0 or -ENOMEM.
+ * The dedupe index: the snapshot the last clean stop left, if the log has
+ * not moved since; otherwise rebuilt from the log's live rows.
  */
-static int seen_reserve(struct seen_set *d, int64_t now)
-{
-    if (d->cap && d->used < d->cap / 4 * 3)
-        return 0;
-    size_t live = 0, cap = 1024;
-    for (size_t i = 0; i < d->cap; i++)
-        live += d->slots[i].h && d->slots[i].expires_ms > now;
-    while (cap < (live + 1) * 2)
-        cap *= 2;
-    struct seen *old = d->slots;
-    size_t old_cap = d->cap;
-    if (!(d->slots = calloc(cap, sizeof(*d->slots)))) {
-        d->slots = old;
-        return -ENOMEM;
-    }
-    d->cap = cap;
-    d->used = 0;
-    for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].h && old[i].expires_ms > now) {
-            *seen_find(d, old[i].h) = old[i];
-            d->used++;
-        }
-    }
-    free(old);
-    return 0;
-}
-
-static int seen_reserve_undo(struct seen_set *d)
-{
-    if (d->n_undo < d->cap_undo)
-        return 0;
-    size_t cap = d->cap_undo ? d->cap_undo * 2 : 256;
-    struct seen_undo *u = realloc(d->undo, cap * sizeof(*u));
-    if (!u)
-        return -ENOMEM;
-    d->undo = u;
-    d->cap_undo = cap;
-    return 0;
-}
-
-/* 1: @h was unseen or expired and is now claimed until @expires_ms (with
- * @undo, revocably); 0: a duplicate; or -ENOMEM. */
-static int seen_claim(struct seen_set *d, uint64_t h, int64_t now,
-                      int64_t expires_ms, bool undo)
-{
-    if (seen_reserve(d, now) || (undo && seen_reserve_undo(d)))
-        return -ENOMEM;
-    struct seen *e = seen_find(d, h);
-    if (e->h == h && e->expires_ms > now)
-        return 0;
-    if (undo)
-        d->undo[d->n_undo++] =
-            (struct seen_undo){h, e->h == h ? e->expires_ms : 0};
-    if (e->h == 0) {
-        e->h = h;
-        d->used++;
-    }
-    e->expires_ms = expires_ms;
-    return 1;
-}
-
-/* Revoke the claims made since undo mark @mark, newest first. */
-static void seen_undo_to(struct seen_set *d, size_t mark)
-{
-    while (d->n_undo > mark) {
-        const struct seen_undo *u = &d->undo[--d->n_undo];
-        struct seen *e = seen_find(d, u->h);
-        if (e->h == u->h)
-            e->expires_ms = u->prev_expires_ms;
-    }
-}
-
-static void seen_free(struct seen_set *d)
-{
-    free(d->slots);
-    free(d->undo);
-}
-
-/* Rebuild the index from the log's live rows. */
 static int seen_load(struct spool *s)
 {
-    int64_t now = s->clock_ms(s->clock_arg);
+    int64_t now = s->clock_ms(s->clock_arg), first = 0, last = 0;
+    int rc = log_bounds(s, &first, &last);
+    if (rc != SQLITE_OK)
+        return rc;
+    int src = seen_load_file(&s->seen, s->seen_path, last);
+    if (src == 0)
+        return SQLITE_OK;
+    if (src != -ENOENT)
+        log_info("spool: dedupe snapshot not used, reading the log",
+                 LOG_FIELDS(LOG_S("reason",
+                                  src == -ESTALE   ? "the log changed since"
+                                  : src == -EINVAL ? "not a whole snapshot"
+                                                   : strerror(-src))));
+    if (last > 0 && seen_presize(&s->seen, (size_t)(last - first + 1)))
+        return SQLITE_NOMEM;
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db,
-                                "SELECT source, ce_id, expires_ms FROM dedupe"
-                                " WHERE expires_ms > ?1",
-                                -1, &st, NULL);
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT source, ce_id, expires_ms FROM dedupe"
+                            " WHERE expires_ms > ?1",
+                            -1, &st, NULL);
     if (rc == SQLITE_OK)
         sqlite3_bind_int64(st, 1, now);
     while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *src = (const char *)sqlite3_column_text(st, 0);
+        const char *src_text = (const char *)sqlite3_column_text(st, 0);
         const char *id = (const char *)sqlite3_column_text(st, 1);
-        uint64_t h = seen_hash(&s->seen, src ? src : "", id ? id : "");
+        uint64_t h = seen_hash(&s->seen, src_text ? src_text : "", id ? id : "");
         /* A later claim of the same key (after expiry) may follow. */
         if (seen_claim(&s->seen, h, now, sqlite3_column_int64(st, 2),
                        false) < 0) {
@@ -1109,6 +969,21 @@ static int seen_load(struct spool *s)
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* At a clean close: leave the index for the next open (see seen.c). */
+static void seen_snapshot(struct spool *s)
+{
+    int64_t first = 0, last = 0;
+    if (!s->opened || s->dedupe_ms <= 0 || !s->db ||
+        log_bounds(s, &first, &last) != SQLITE_OK)
+        return;
+    int rc = seen_save(&s->seen, s->seen_path, last);
+    if (rc)
+        log_warn("spool: cannot save the dedupe snapshot; the next start"
+                 " reads the log",
+                 LOG_FIELDS(LOG_S("path", s->seen_path),
+                            LOG_S("error", strerror(-rc))));
 }
 
 /* ---- opening --------------------------------------------------------- */
@@ -1293,8 +1168,6 @@ static int prepare_writer(struct spool *s, char *err, size_t err_len)
     sqlite3_finalize(st);
     if (rc == SQLITE_OK)
         rc = prepare_all(s->db, writer_sql, W__N, s->w);
-    if (rc == SQLITE_OK)
-        rc = load_counts(s);
     if (rc == SQLITE_OK && s->dedupe_ms > 0)
         rc = seen_load(s);
     if (rc != SQLITE_OK) {
@@ -1350,6 +1223,7 @@ static struct spool *spool_alloc(const struct spool_options *opt)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->lock, NULL);       /* cannot fail on Linux */
     pthread_mutex_init(&s->counts_lock, NULL);
+    pthread_cond_init(&s->counts_cond, NULL);
     pthread_mutex_init(&s->cb_lock, NULL);
     s->ops_tail = &s->ops;
     s->lock_fd = -1;
@@ -1365,7 +1239,8 @@ static struct spool *spool_alloc(const struct spool_options *opt)
     s->dir = strdup(opt->dir ? opt->dir : "");
     s->db_path = s->dir ? path_join(s->dir, "spool.db") : NULL;
     s->wal_path = s->dir ? path_join(s->dir, "spool.db-wal") : NULL;
-    if (!s->wal_path || !s->db_path) {
+    s->seen_path = s->dir ? path_join(s->dir, "dedupe.snapshot") : NULL;
+    if (!s->wal_path || !s->db_path || !s->seen_path) {
         spool_close(s);
         return NULL;
     }
@@ -1405,6 +1280,7 @@ struct spool *spool_open(const struct spool_options *opt, char *err,
     if (!rc) {
         size_reserve(s);
         refresh_bytes(s);
+        s->opened = true;
     }
 out:
     if (rc) {
@@ -2201,7 +2077,7 @@ static void turn_committed(struct spool *s, struct turn *t,
 {
     bool work = subs || outs || ops;
     turn_publish(s, t, true);
-    s->seen.n_undo = 0; /* the claims are durable now */
+    seen_keep(&s->seen); /* the claims are durable now */
     if (work) { /* a prune-only turn may have written nothing: no proof */
         atomic_store(&s->writable, !t->io_error);
         atomic_fetch_add(&s->commits, 1);
@@ -2355,6 +2231,11 @@ static void *writer_main(void *arg)
 {
     struct spool *s = arg;
     int idle_turns = 0; /* housekeeping turns since work was last committed */
+    /* Counting a large backlog takes a while (a million rows: ~70 ms), and
+     * the counts only feed gauges: count here, before the first turn, not
+     * on the way to ready. */
+    atomic_store(&s->heartbeat_ms, clock_mono_ms());
+    count_once(s);
     s->next_housekeeping_ms = clock_mono_ms() + HOUSEKEEPING_MS;
     pthread_mutex_lock(&s->lock);
     for (;;) {
@@ -2560,6 +2441,7 @@ void spool_close(struct spool *s)
     if (!s)
         return;
     spool_stop(s);
+    seen_snapshot(s);
     finalize_all(s->w, W__N);
     sqlite3_close(s->db);
     sqlite3_close(s->ckpt_db);
@@ -2580,11 +2462,13 @@ void spool_close(struct spool *s)
     free(s->dir);
     free(s->db_path);
     free(s->wal_path);
+    free(s->seen_path);
     pthread_cond_destroy(&s->cond);
     pthread_cond_destroy(&s->ckpt_cond);
     pthread_cond_destroy(&s->admin_cond);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->counts_lock);
+    pthread_cond_destroy(&s->counts_cond);
     pthread_mutex_destroy(&s->cb_lock);
     free(s);
 }
@@ -2620,7 +2504,16 @@ void spool_peer_counts(struct spool *s, const char *peer, int64_t *pending,
                        int64_t *dead)
 {
     uint64_t h = fnv1a(peer);
+    if (!atomic_load(&s->counts_loaded)) {
+        pthread_mutex_lock(&s->lock);
+        bool writer = s->started;
+        pthread_mutex_unlock(&s->lock);
+        if (!writer)
+            count_once(s);
+    }
     pthread_mutex_lock(&s->counts_lock);
+    while (!atomic_load(&s->counts_loaded)) /* the writer is counting */
+        pthread_cond_wait(&s->counts_cond, &s->counts_lock);
     struct peer *p = peer_find(s, peer, h);
     *pending = p ? p->pending : 0;
     *dead = p ? p->dead : 0;

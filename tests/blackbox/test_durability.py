@@ -186,7 +186,12 @@ def test_clean_restart_redelivers_nothing_and_keeps_dedupe(ferry, peer):
     p.wait_ids([e["id"] for e in evs])
     time.sleep(0.3)
     assert f.stop() == 0
+    # The stop left the dedupe index for the next start, which uses it once.
+    snapshot = f.spool_dir / "dedupe.snapshot"
+    assert snapshot.exists(), "a clean stop saved no dedupe snapshot"
+    assert snapshot.stat().st_mode & 0o777 == 0o600
     f.start()
+    assert not snapshot.exists(), "the dedupe snapshot was not consumed"
     r = f.post(evs[0])
     assert r.status == 202, f"a duplicate after restart must still answer 202, got {r}"
     marker = make_event()

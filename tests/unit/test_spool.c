@@ -514,6 +514,58 @@ static void test_spool_dedupe_across_submissions_and_reopen(void **state)
     assert_counts(f, "p", 2, 0);
 }
 
+static bool snapshot_exists(struct fixture *f)
+{
+    char path[512];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/dedupe.snapshot", f->dir);
+    return stat(path, &st) == 0;
+}
+
+/* A clean close leaves the index for the next open, which uses it once;
+ * without it (a crash) the log gives the same answers. */
+static void test_spool_dedupe_snapshot_then_log(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const p[] = {"p"};
+    struct spool_event a = event("a", p, 1, "{}"), b = event("b", p, 1, "{}");
+    size_t dups = 0;
+    start_spool(f, 0, 600);
+    assert_int_equal(submit_sync(f, &a, 1, &dups), 1);
+    close_spool(f);
+    assert_true(snapshot_exists(f));
+
+    start_spool(f, 0, 600); /* from the snapshot */
+    assert_false(snapshot_exists(f));
+    assert_int_equal(submit_sync(f, &a, 1, &dups), 0);
+    assert_int_equal(submit_sync(f, &b, 1, &dups), 1);
+    /* A crash: the writer's claims of b are only in the log. */
+    close_spool(f);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/dedupe.snapshot", f->dir);
+    assert_int_equal(unlink(path), 0);
+
+    start_spool(f, 0, 600); /* from the log */
+    assert_int_equal(submit_sync(f, &a, 1, &dups), 0);
+    assert_int_equal(submit_sync(f, &b, 1, &dups), 0);
+    close_spool(f);
+
+    /* A snapshot older than the log (the log moved on since) is refused. */
+    char old[512];
+    snprintf(old, sizeof(old), "%s/old.snapshot", f->dir);
+    assert_int_equal(rename(path, old), 0);
+    start_spool(f, 0, 600);
+    struct spool_event c = event("c", p, 1, "{}");
+    assert_int_equal(submit_sync(f, &c, 1, &dups), 1);
+    close_spool(f);
+    assert_int_equal(rename(old, path), 0); /* without c */
+    start_spool(f, 0, 600);
+    assert_false(snapshot_exists(f));
+    assert_int_equal(submit_sync(f, &c, 1, &dups), 0);
+    assert_int_equal(submit_sync(f, &a, 1, &dups), 0);
+    assert_counts(f, "p", 3, 0);
+}
+
 static void test_spool_dedupe_expires(void **state)
 {
     struct fixture *f = *state;
@@ -1866,6 +1918,7 @@ int main(void)
         T(test_spool_submission_all_or_nothing),
         T(test_spool_dedupe_within_submission),
         T(test_spool_dedupe_across_submissions_and_reopen),
+        T(test_spool_dedupe_snapshot_then_log),
         T(test_spool_dedupe_expires),
         T(test_spool_dedupe_index_growth_keeps_live_entries),
         T(test_spool_dedupe_disabled_with_zero_window),
