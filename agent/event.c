@@ -25,6 +25,7 @@
 #include <strings.h>
 
 #include "hdrcode.h"
+#include "jsoncheck.h"
 #include "validate.h"
 
 /* Longest attribute name we ever emit as a header: the spec's 20 chars. */
@@ -208,33 +209,123 @@ static int keep_text(const char *body, size_t len, const json_t *obj,
     return 0;
 }
 
+static int find_data_member(const char *s, size_t n, size_t *cut_from,
+                            size_t *cut_to, size_t *val, size_t *val_end);
+
+/*
+ * The attributes of the event object s[0..n), parsed without its "data"
+ * member (see load_attributes), with the member's value in [*val,
+ * *val_end). NULL when there is no such member or the text needs the full
+ * parse; the caller then parses it whole. Only for text jsoncheck() has
+ * passed: it is valid JSON without duplicate keys, so the rest is too.
+ */
+static json_t *checked_attributes(const char *s, size_t n, size_t *val,
+                                  size_t *val_end)
+{
+    size_t from, to;
+    if (find_data_member(s, n, &from, &to, val, val_end) != 1)
+        return NULL;
+    size_t m = n - (to - from);
+    char stack[2048];
+    char *attrs = m < sizeof(stack) ? stack : malloc(m + 1);
+    if (!attrs)
+        return NULL;
+    memcpy(attrs, s, from);
+    memcpy(attrs + from, s + to, n - to);
+    json_t *obj = json_loadb(attrs, m, 0, NULL);
+    if (attrs != stack)
+        free(attrs);
+    if (obj && !json_is_object(obj)) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+/*
+ * Validate the event object @obj (parsed from @text, or from @text less
+ * its data member when @split) and keep it and its text in @ev.
+ */
+static int take_structured(json_t *obj, bool split, const char *text,
+                           size_t len, long index, struct event *ev,
+                           struct ce_error *err)
+{
+    if (!json_is_object(obj)) {
+        if (index < 0)
+            ce_error_set(err, "invalid_event", -1, NULL,
+                         "a structured-mode event must be a JSON object");
+        else
+            ce_error_set(err, "invalid_event", index, NULL,
+                         "batch element %ld is not a JSON object", index);
+        return -EINVAL;
+    }
+    int rc = validate_event(obj, true, index, err);
+    if (rc)
+        return rc;
+    /* The one check validate_event() cannot make without the data. */
+    if (split && json_object_get(obj, "data_base64")) {
+        ce_error_set(err, "invalid_event", index, "data_base64",
+                     "\"data\" and \"data_base64\" must not both be present");
+        return -EINVAL;
+    }
+    if (keep_text(text, len, obj, ev))
+        return out_of_memory(err);
+    ev->format = EVENT_STRUCTURED;
+    ev->obj = json_incref(obj);
+    return 0;
+}
+
+/*
+ * One event object s[0..n), already checked by jsoncheck(): the attributes
+ * alone go through jansson, the data stays text. Returns 1 when it did not
+ * apply (no data member, or an unusual text): parse the whole event.
+ */
+static int structured_fast(const char *s, size_t n, long index,
+                           struct event *ev, struct ce_error *err)
+{
+    /* keep_text() would serialise a text with line breaks again, which
+     * needs the data parsed. */
+    if (memchr(s, '\n', n) || memchr(s, '\r', n))
+        return 1;
+    size_t val, val_end;
+    json_t *obj = checked_attributes(s, n, &val, &val_end);
+    if (!obj)
+        return 1;
+    int rc = take_structured(obj, true, s, n, index, ev, err);
+    json_decref(obj);
+    if (rc == 0) { /* kept as received, less leading blanks */
+        size_t lead = 0;
+        while (lead < n && (s[lead] == ' ' || s[lead] == '\t'))
+            lead++;
+        ev->data_json = ev->text + (val - lead);
+        ev->data_json_len = val_end - val;
+    }
+    return rc;
+}
+
 int event_from_structured(const char *body, size_t len, struct event *ev,
                           struct ce_error *err)
 {
     memset(ev, 0, sizeof(*ev));
+    if (refuse_nul(body, len, err))
+        return -EINVAL;
+    /* Most of an event is its data: check it without building it. */
+    if (jsoncheck(body, len) == 0) {
+        int rc = structured_fast(body, len, -1, ev, err);
+        if (rc <= 0) {
+            if (rc)
+                event_free(ev);
+            return rc;
+        }
+    }
     json_t *obj;
     int rc = parse_json(body, len, &obj, err);
     if (rc)
         return rc;
-    if (!json_is_object(obj)) {
-        ce_error_set(err, "invalid_event", -1, NULL,
-                     "a structured-mode event must be a JSON object");
-        rc = -EINVAL;
-        goto out;
-    }
-    rc = validate_event(obj, true, -1, err);
-    if (rc)
-        goto out;
-    rc = keep_text(body, len, obj, ev);
-    if (rc) {
-        rc = out_of_memory(err);
-        goto out;
-    }
-    ev->format = EVENT_STRUCTURED;
-    ev->obj = obj;
-    obj = NULL;
-out:
+    rc = take_structured(obj, false, body, len, -1, ev, err);
     json_decref(obj);
+    if (rc)
+        event_free(ev);
     return rc;
 }
 
@@ -265,6 +356,66 @@ static void free_events(struct event *evs, size_t n)
     free(evs);
 }
 
+static size_t skip_ws(const char *s, size_t i, size_t n);
+static size_t skip_value(const char *s, size_t i, size_t n);
+
+/* One element s[0..n) of a checked batch, as event @index. */
+static int batch_element_text(const char *s, size_t n, size_t index,
+                              struct event *ev, struct ce_error *err)
+{
+    int rc = structured_fast(s, n, (long)index, ev, err);
+    if (rc <= 0)
+        return rc;
+    json_t *obj = json_loadb(s, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+    if (!obj)
+        return out_of_memory(err); /* the text was checked: only memory */
+    rc = take_structured(obj, false, s, n, (long)index, ev, err);
+    json_decref(obj);
+    return rc;
+}
+
+/*
+ * The batch @body, which jsoncheck() passed and which is an array starting
+ * at @i, split into its elements without building the array. On failure
+ * every event made so far is freed.
+ */
+static int batch_fast(const char *body, size_t len, size_t i, size_t max_batch,
+                      struct event **evs, size_t *n, struct ce_error *err)
+{
+    size_t count = 0, first = skip_ws(body, i + 1, len);
+    for (size_t j = first; j < len && body[j] != ']';) {
+        count++;
+        j = skip_ws(body, skip_value(body, j, len), len);
+        if (j < len && body[j] == ',')
+            j = skip_ws(body, j + 1, len);
+    }
+    if (count > max_batch) {
+        ce_error_set(err, "too_large", -1, NULL,
+                     "batch has %zu events; the limit is %zu", count,
+                     max_batch);
+        return -EINVAL;
+    }
+    struct event *list = calloc(count ? count : 1, sizeof(*list));
+    if (!list)
+        return out_of_memory(err);
+    int rc = 0;
+    size_t k = 0;
+    for (size_t j = first; rc == 0 && k < count; k++) {
+        size_t end = skip_value(body, j, len);
+        rc = batch_element_text(body + j, end - j, k, &list[k], err);
+        j = skip_ws(body, end, len);
+        if (j < len && body[j] == ',')
+            j = skip_ws(body, j + 1, len);
+    }
+    if (rc) {
+        free_events(list, count);
+        return rc;
+    }
+    *evs = list;
+    *n = count;
+    return 0;
+}
+
 int event_batch_from_json(const char *body, size_t len, size_t max_batch,
                           struct event **evs, size_t *n, struct ce_error *err)
 {
@@ -273,6 +424,13 @@ int event_batch_from_json(const char *body, size_t len, size_t max_batch,
     *evs = NULL;
     *n = 0;
 
+    if (refuse_nul(body, len, err))
+        return -EINVAL;
+    if (jsoncheck(body, len) == 0) {
+        size_t i = skip_ws(body, 0, len);
+        if (i < len && body[i] == '[')
+            return batch_fast(body, len, i, max_batch, evs, n, err);
+    }
     json_t *arr;
     int rc = parse_json(body, len, &arr, err);
     if (rc)
@@ -486,6 +644,44 @@ const char *event_attr(const struct event *ev, const char *name,
 
 /* ---- delivery: load, structured output -------------------------------- */
 
+/*
+ * event_add_attr() for an event whose data stayed text (ev->data_json):
+ * the member goes in right after the text's opening brace (an event
+ * always has members, so a comma follows), and into @obj as usual.
+ */
+static int splice_attr(struct event *ev, const char *name, const char *value)
+{
+    if (ev->format != EVENT_STRUCTURED || ev->text_len == 0 ||
+        ev->text[0] != '{')
+        return -EINVAL;
+    json_t *v = json_string(value);
+    char *lit = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+    size_t name_len = strlen(name), lit_len = lit ? strlen(lit) : 0;
+    /* {"name":lit, + the rest after the brace */
+    size_t add = name_len + lit_len + 4, len = ev->text_len + add;
+    char *text = lit ? malloc(len + 1) : NULL;
+    if (!text || json_object_set_new(ev->obj, name, json_incref(v)) != 0) {
+        free(text);
+        free(lit);
+        json_decref(v);
+        return -ENOMEM;
+    }
+    text[0] = '{';
+    text[1] = '"';
+    memcpy(text + 2, name, name_len);
+    memcpy(text + 2 + name_len, "\":", 2);
+    memcpy(text + 4 + name_len, lit, lit_len);
+    text[add] = ',';
+    memcpy(text + add + 1, ev->text + 1, ev->text_len); /* with the NUL */
+    ev->data_json = text + (ev->data_json - ev->text) + add;
+    free(ev->text);
+    ev->text = text;
+    ev->text_len = len;
+    free(lit);
+    json_decref(v);
+    return 1;
+}
+
 int event_add_attr(struct event *ev, const char *name, const char *value)
 {
     if (!validate_attr_name(name, strlen(name)) || !utf8_valid(value, strlen(value)))
@@ -495,8 +691,8 @@ int event_add_attr(struct event *ev, const char *name, const char *value)
             return -EINVAL;
     if (json_object_get(ev->obj, name))
         return 0;
-    if (ev->data_json) /* @obj lacks the data: @text cannot be rebuilt */
-        return -EINVAL;
+    if (ev->data_json) /* @obj lacks the data: splice into @text instead */
+        return splice_attr(ev, name, value);
     if (json_object_set_new(ev->obj, name, json_string(value)) != 0)
         return -ENOMEM;
     char *old = ev->text;

@@ -20,7 +20,7 @@ if(FERRY_FUZZ)
   target_link_options(ferry_core INTERFACE -fsanitize=${_fuzz_san})
 
   set(FERRY_FUZZ_TARGETS fuzz_structured fuzz_batch fuzz_binary_headers
-      fuzz_config fuzz_filter)
+      fuzz_config fuzz_filter fuzz_jsoncheck)
   add_library(ferry_fuzz_common STATIC
     ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_common.c)
   target_link_libraries(ferry_fuzz_common PUBLIC ferry_core)

@@ -13,7 +13,7 @@
 # leak, timeout or out-of-memory, printing the reproducer's path.
 #
 # Environment: FUZZ_BUILD (default build-fuzz), FUZZ_PARALLEL (2),
-# FUZZ_TARGETS (all five), CC (clang) for the first configure.
+# FUZZ_TARGETS (all six), CC (clang) for the first configure.
 set -u
 
 usage() { echo "usage: $0 SECONDS [OUTDIR]" >&2; exit 2; }
@@ -27,10 +27,10 @@ case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 OUT=${2:-$BUILD/fuzz-results}
 case "$OUT" in /*) ;; *) OUT=$PWD/$OUT ;; esac
 PARALLEL=${FUZZ_PARALLEL:-2}
-TARGETS=${FUZZ_TARGETS:-"fuzz_structured fuzz_batch fuzz_binary_headers fuzz_config fuzz_filter"}
+TARGETS=${FUZZ_TARGETS:-"fuzz_structured fuzz_batch fuzz_binary_headers fuzz_config fuzz_filter fuzz_jsoncheck"}
 
 # Largest input per target: one event, a batch, one request's headers and
-# body, a config file, a filter plus an event.
+# body, a config file, a filter plus an event, one JSON text.
 max_len() {
     case "$1" in
         fuzz_structured) echo 16384 ;;
@@ -38,12 +38,13 @@ max_len() {
         fuzz_binary_headers) echo 8192 ;;
         fuzz_config) echo 16384 ;;
         fuzz_filter) echo 4096 ;;
+        fuzz_jsoncheck) echo 16384 ;;
         *) echo 4096 ;;
     esac
 }
 dict() {
     case "$1" in
-        fuzz_structured|fuzz_batch) echo "$FUZZ_DIR/dict/event.dict" ;;
+        fuzz_structured|fuzz_batch|fuzz_jsoncheck) echo "$FUZZ_DIR/dict/event.dict" ;;
         fuzz_binary_headers) echo "$FUZZ_DIR/dict/binary.dict" ;;
         fuzz_config) echo "$FUZZ_DIR/dict/config.dict" ;;
         fuzz_filter) echo "$FUZZ_DIR/dict/filter.dict" ;;

@@ -253,6 +253,60 @@ static void test_event_structured_uses_body_length(void **state)
     event_free(&ev);
 }
 
+/* Ingest checks the whole body with jsoncheck() and parses only the
+ * attributes: what it keeps, and that nothing it refused before passes. */
+static void test_event_structured_fast_path_keeps_data_text(void **state)
+{
+    (void)state;
+    const char *body = "  {\"specversion\":\"1.0\",\"id\":\"f\",\"source\":\"/s\","
+                       "\"type\":\"t\",\"data\":{\"n\":[1,2.5e3,null]},\"x\":true}";
+    struct event ev;
+    struct ce_error err = fresh_error();
+    assert_int_equal(event_from_structured(body, strlen(body), &ev, &err), 0);
+    assert_string_equal(ev.text, body + 2); /* as received, less the blanks */
+    assert_null(json_object_get(ev.obj, "data"));
+    assert_memory_equal(ev.data_json, "{\"n\":[1,2.5e3,null]}", ev.data_json_len);
+    assert_true(json_is_true(json_object_get(ev.obj, "x")));
+    event_free(&ev);
+
+    /* Line breaks: parsed whole, as before. */
+    const char *lines = "{\"specversion\":\"1.0\",\"id\":\"f\",\"source\":\"/s\",\n"
+                        "\"type\":\"t\",\"data\":{\"n\":1}}";
+    assert_int_equal(event_from_structured(lines, strlen(lines), &ev, &err), 0);
+    assert_non_null(json_object_get(ev.obj, "data"));
+    assert_null(ev.data_json);
+    event_free(&ev);
+
+    static const struct {
+        const char *body, *code, *attr, *msg;
+    } bad[] = {
+        /* a duplicate key inside the data: jansson's message */
+        {"{\"specversion\":\"1.0\",\"id\":\"f\",\"source\":\"/s\",\"type\":\"t\","
+         "\"data\":{\"a\":1,\"a\":2}}",
+         "invalid_json", NULL, "duplicate object key"},
+        {"{\"specversion\":\"1.0\",\"id\":\"f\",\"source\":\"/s\",\"type\":\"t\","
+         "\"data\":{\"a\":01}}",
+         "invalid_json", NULL, "invalid JSON at line 1"},
+        {"{\"specversion\":\"1.0\",\"id\":\"f\",\"source\":\"/s\",\"type\":\"t\","
+         "\"data\":1,\"data_base64\":\"AA==\"}",
+         "invalid_event", "data_base64", "must not both be present"},
+        {"{\"id\":\"f\",\"source\":\"/s\",\"type\":\"t\",\"data\":1}",
+         "invalid_event", "specversion", "specversion"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err = fresh_error();
+        assert_int_equal(event_from_structured(bad[i].body, strlen(bad[i].body),
+                                               &ev, &err), -EINVAL);
+        assert_null(ev.obj);
+        assert_null(ev.text);
+        assert_string_equal(err.code, bad[i].code);
+        if (bad[i].attr)
+            assert_string_equal(err.attribute, bad[i].attr);
+        if (!strstr(err.message, bad[i].msg))
+            fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.message, bad[i].msg);
+    }
+}
+
 /* ---- batch ingest ------------------------------------------------------- */
 
 static void test_event_batch_parses_all(void **state)
@@ -271,10 +325,13 @@ static void test_event_batch_parses_all(void **state)
     assert_non_null(evs);
     assert_int_equal(evs[0].format, EVENT_STRUCTURED);
     assert_string_equal(evs[0].text, MIN_EVENT);
-    /* Element text is compact JSON of the element. */
+    /* An element on one line is kept as received (its data is not
+     * parsed); the data is found in it. */
     assert_string_equal(evs[1].text,
                         "{\"specversion\":\"1.0\",\"id\":\"e-2\",\"source\":"
-                        "\"/src\",\"type\":\"t\",\"data\":{\"a\":1}}");
+                        "\"/src\",\"type\":\"t\",\"data\":{\"a\" : 1}}");
+    assert_null(json_object_get(evs[1].obj, "data"));
+    assert_memory_equal(evs[1].data_json, "{\"a\" : 1}", evs[1].data_json_len);
     assert_int_equal(evs[1].text_len, strlen(evs[1].text));
     for (size_t i = 0; i < n; i++)
         event_free(&evs[i]);
@@ -1255,8 +1312,17 @@ static void test_event_load_keeps_data_as_text(void **state)
     assert_memory_equal(ev.data_json, "{\"big\":\"x\"}", ev.data_json_len);
     assert_string_equal(event_attr(&ev, "id", scratch, sizeof(scratch)), "i");
     assert_string_equal(event_attr(&ev, "ext", scratch, sizeof(scratch)), "5");
-    /* An attribute cannot be added: the text could not be rebuilt. */
-    assert_int_equal(event_add_attr(&ev, "traceparent", "x"), -EINVAL);
+    /* An attribute added goes into the text in front; the data stays. */
+    assert_int_equal(event_add_attr(&ev, "traceparent", "x\"y"), 1);
+    assert_string_equal(ev.text,
+                        "{\"traceparent\":\"x\\\"y\",\"specversion\":\"1.0\","
+                        "\"id\":\"i\",\"source\":\"/s\",\"type\":\"t\","
+                        "\"data\":{\"big\":\"x\"},\"ext\":5}");
+    assert_int_equal(ev.text_len, strlen(ev.text));
+    assert_memory_equal(ev.data_json, "{\"big\":\"x\"}", ev.data_json_len);
+    assert_string_equal(event_attr(&ev, "traceparent", scratch, sizeof(scratch)),
+                        "x\"y");
+    assert_int_equal(event_add_attr(&ev, "traceparent", "z"), 0); /* has one */
     event_free(&ev);
 }
 
@@ -1273,6 +1339,7 @@ int main(void)
         cmocka_unit_test(test_event_structured_rejects_empty_body),
         cmocka_unit_test(test_event_structured_reports_missing_attribute),
         cmocka_unit_test(test_event_structured_uses_body_length),
+        cmocka_unit_test(test_event_structured_fast_path_keeps_data_text),
         cmocka_unit_test(test_event_batch_parses_all),
         cmocka_unit_test(test_event_batch_reports_index),
         cmocka_unit_test(test_event_batch_reports_non_object_element),
