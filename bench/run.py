@@ -622,9 +622,34 @@ http {{
                     "median_p99_ms": median(r["p99_us"] for r in runs) / 1e3,
                     "median_p999_ms": median(r["p999_us"] for r in runs) / 1e3,
                     "median_run_percentiles": mid["percentiles"]}
+            res["tmpfs"] = self.s4_tmpfs(rate, dur, warm)
         finally:
             self.procs.stop(sink)
         return res
+
+    def s4_tmpfs(self, rate, dur, warm):
+        """Diagnostic: one binary-mode run with the spool on tmpfs, where
+        fdatasync costs nothing, to show what the disk's sync latency adds
+        to the tail. Not a supported setup (tmpfs is not durable)."""
+        shm = "/dev/shm"
+        if not (os.path.isdir(shm) and os.access(shm, os.W_OK)):
+            return None
+        peer = {"url": f"http://127.0.0.1:{self.port['latsink']}/in",
+                "mode": "binary"}
+        d = tempfile.mkdtemp(prefix="ferry-bench-", dir=shm)
+        try:
+            cfg = self.ferry_config("latency-tmpfs", os.path.join(d, "spool"),
+                                    peer)
+            r = self.s4_round(cfg, rate, dur, warm)
+            log(f"  diagnostic, spool on tmpfs: p50 {r['p50_us'] / 1000:.2f}"
+                f" ms p99 {r['p99_us'] / 1000:.2f} ms; ingest alone p99 "
+                f"{r['sent']['ingest_p99_us'] / 1000:.2f} ms")
+            return {"p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3,
+                    "p999_ms": r["p999_us"] / 1e3,
+                    "ingest_p50_ms": r["sent"]["ingest_p50_us"] / 1e3,
+                    "ingest_p99_ms": r["sent"]["ingest_p99_us"] / 1e3}
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
     def s4_round(self, cfg, rate, dur, warm):
         p = self.start_ferry(cfg)
@@ -1356,6 +1381,17 @@ def write_report(res, path, images):
               " ms, p99 "
               f"{fmt(median(r['sent']['ingest_p99_us'] for r in runs) / 1e3, 2)}"
               " ms.")
+        t = d.get("tmpfs")
+        if t:
+            w("")
+            w("Diagnostic: one more binary-mode run with the spool on tmpfs "
+              "(`/dev/shm`, where fdatasync costs nothing; not durable, not a "
+              f"supported setup): p50 {fmt(t['p50_ms'], 2)} ms, p99 "
+              f"{fmt(t['p99_ms'], 2)} ms, p99.9 {fmt(t['p999_ms'], 2)} ms "
+              f"(ingest alone p99 {fmt(t['ingest_p99_ms'], 2)} ms). The "
+              "difference from the table is what the spool disk's sync "
+              "latency, and its tail above all, adds: every request that "
+              "arrives during a slow fdatasync waits for it and the next.")
     w("")
 
     # scenario 5
