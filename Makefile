@@ -181,4 +181,4 @@ test-valgrind: build-vg
 	  $(PYTHON) -m pytest -q -rs -p no:cacheprovider $(foreach t,$(VALGRIND_TESTS),'$(t)')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) $(BUILD_VG) $(BENCH_BUILD)
