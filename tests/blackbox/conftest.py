@@ -13,7 +13,6 @@ Fixtures:
 """
 
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -64,36 +63,5 @@ def peer():
 
 @pytest.fixture
 def ferry(tmp_path, request):
-    instances = []
-    request.node._ferries = instances
-
-    def make(config, env=None, args=None, cwd=None, start=True, name=None,
-             log_level="debug", timeout=10.0):
-        f = ferrylib.Ferry(tmp_path, config, env=env, args=args, cwd=cwd, name=name,
-                           log_level=log_level)
-        instances.append(f)
-        if start:
-            f.start(timeout=timeout)
-        return f
-
-    yield make
-
-    problems = []
-    for f in instances:
-        if f.proc is None:
-            continue
-        if f.running():
-            try:
-                rc = f.stop(signal.SIGTERM, timeout=30)
-            except AssertionError as e:
-                problems.append(str(e))
-                continue
-            if rc != 0 and not f.killed:
-                problems.append(f"{f.name} exited {rc} on SIGTERM at teardown (expected 0); "
-                                f"stderr tail:\n{f.stderr_tail()}")
-        elif not f.killed and f.proc.returncode not in (0, None) and \
-                f.proc.returncode not in getattr(f, "expected_rcs", ()):
-            problems.append(f"{f.name} had exited on its own with {f.proc.returncode}; "
-                            f"stderr tail:\n{f.stderr_tail()}")
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+    yield from ferrylib.ferry_fixture(tmp_path, request, log_level="debug",
+                                      timeout=10.0)

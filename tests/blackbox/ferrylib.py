@@ -910,3 +910,65 @@ class TlsPeer(Peer):
 
     def url(self, path: str = "/events", host: str = "127.0.0.1") -> str:
         return f"https://{host}:{self.port}{path}"
+
+
+# ---- pytest fixtures shared by the black-box and reliability suites -----
+
+def ferry_fixture(tmp_path, request, log_level="debug", timeout=10.0,
+                  forgive_killed=True):
+    """Body of a `ferry` fixture: yields make(config, env=..., args=...,
+    cwd=..., start=True, name=..., log_level=..., timeout=...) -> Ferry.
+    At teardown every Ferry still running gets SIGTERM and must exit 0
+    (with forgive_killed, a Ferry the test killed may not); one that
+    exited on its own must have exited 0 or with one of its expected_rcs.
+    """
+    import pytest
+    instances = []
+    request.node._ferries = instances
+
+    def make(config, env=None, args=None, cwd=None, start=True, name=None,
+             log_level=log_level, timeout=timeout):
+        f = Ferry(tmp_path, config, env=env, args=args, cwd=cwd, name=name,
+                  log_level=log_level)
+        instances.append(f)
+        if start:
+            f.start(timeout=timeout)
+        return f
+
+    yield make
+
+    problems = []
+    for f in instances:
+        if f.proc is None:
+            continue
+        if f.running():
+            try:
+                rc = f.stop(signal.SIGTERM, timeout=30)
+            except AssertionError as e:
+                problems.append(str(e))
+                continue
+            if rc != 0 and not (forgive_killed and f.killed):
+                problems.append(f"{f.name} exited {rc} on SIGTERM at teardown (expected 0); "
+                                f"stderr tail:\n{f.stderr_tail()}")
+        elif not f.killed and f.proc.returncode not in (0, None) and \
+                f.proc.returncode not in getattr(f, "expected_rcs", ()):
+            problems.append(f"{f.name} had exited on its own with {f.proc.returncode}; "
+                            f"stderr tail:\n{f.stderr_tail()}")
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def small_tmpfs(tmp_path, size="16m"):
+    """Body of a fixture: a size-limited tmpfs mounted for the test (the
+    disk-full tests), unmounted after; skips without root or mount."""
+    import pytest
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("disk-full tests need root to mount a size-limited tmpfs")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -1,29 +1,18 @@
-"""Disk full: the spool lives on a 2 MiB tmpfs of the test's own. Ingest
+"""Disk full: the spool lives on a 16 MiB tmpfs of the test's own. Ingest
 must answer 503 (never 202 for an event that is not durable), readiness
 must say why, and both must recover by themselves once deliveries drain.
 Needs root for the mount; skipped (with the reason) elsewhere."""
 
-import os
-import subprocess
 
 import pytest
 
 from ferrylib import (base_config, http_peer, http_request, make_event, post_structured,
-                      scaled, wait_for)
+                      scaled, small_tmpfs, wait_for)
 
 
 @pytest.fixture
 def small_fs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("disk-full test needs root to mount a size-limited tmpfs")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    yield from small_tmpfs(tmp_path)
 
 
 def test_own_backlog_filling_disk_refuses_then_recovers(ferry, peer, small_fs):

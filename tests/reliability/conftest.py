@@ -19,7 +19,6 @@ Fixtures:
 import http.server
 import os
 import random
-import signal
 import sys
 from pathlib import Path
 
@@ -102,35 +101,6 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def ferry(tmp_path, request):
-    instances = []
-    request.node._ferries = instances
-
-    def make(config, env=None, args=None, start=True, name=None, log_level="info",
-             timeout=15.0):
-        f = ferrylib.Ferry(tmp_path, config, env=env, args=args, name=name,
-                           log_level=log_level)
-        instances.append(f)
-        if start:
-            f.start(timeout=timeout)
-        return f
-
-    yield make
-
-    problems = []
-    for f in instances:
-        if f.proc is None:
-            continue
-        if f.running():
-            try:
-                rc = f.stop(signal.SIGTERM, timeout=30)
-            except AssertionError as e:
-                problems.append(str(e))
-                continue
-            if rc != 0:
-                problems.append(f"{f.name} exited {rc} on SIGTERM at teardown; "
-                                f"stderr tail:\n{f.stderr_tail()}")
-        elif not f.killed and f.proc.returncode not in (0, None):
-            problems.append(f"{f.name} had exited on its own with {f.proc.returncode}; "
-                            f"stderr tail:\n{f.stderr_tail()}")
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+    # A Ferry the campaign killed and restarted must still stop cleanly.
+    yield from ferrylib.ferry_fixture(tmp_path, request, log_level="info",
+                                      timeout=15.0, forgive_killed=False)

@@ -19,27 +19,18 @@ clients keep hammering a full disk), FERRY_REL_SEED.
 """
 
 import os
-import subprocess
 import time
 
 import pytest
 
-from ferrylib import Peer, base_config, http_peer, http_request, make_event, wait_for
+from ferrylib import (Peer, base_config, http_peer, http_request, make_event,
+                      small_tmpfs, wait_for)
 from rellib import Loader, scaled, uid
 
 
 @pytest.fixture
 def small_fs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("disk-full tests need root to mount a size-limited tmpfs")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    yield from small_tmpfs(tmp_path)
 
 
 def _check_answer(resp, body):
