@@ -1045,12 +1045,12 @@ static struct spool *spool_alloc(const struct spool_options *opt)
     s->ops_tail = &s->ops;
     s->lock_fd = -1;
     s->ckpt_sync_fd = -1;
-    seen_init(&s->seen);
     s->subs_tail = &s->subs;
     s->outs_tail = &s->outs;
     atomic_init(&s->writable, true);
     s->max_bytes = opt->max_bytes;
     s->dedupe_ms = opt->dedupe_window_s > 0 ? opt->dedupe_window_s * 1000 : 0;
+    seen_init(&s->seen, s->dedupe_ms);
     s->clock_ms = opt->clock_ms ? opt->clock_ms : default_clock;
     s->clock_arg = opt->clock_arg;
     s->dir = strdup(opt->dir ? opt->dir : "");
