@@ -625,12 +625,62 @@ out:
 
 /* ---- attributes ------------------------------------------------------- */
 
+static json_t *load_attributes(const char *text, size_t text_len,
+                               size_t *val, size_t *val_end);
+static int find_member(const char *s, size_t n, const char *name,
+                       size_t *val, size_t *val_end);
+
+/*
+ * The attribute object of @ev, parsed now if event_load() deferred it
+ * (NULL if that fails). The parse only fills a cache: @ev is logically
+ * unchanged, which is why a const event may be written here.
+ */
+static json_t *attrs(const struct event *ev)
+{
+    if (ev->attrs_deferred) {
+        struct event *mut = (struct event *)(uintptr_t)ev;
+        size_t val, val_end;
+        mut->obj = load_attributes(ev->text, ev->text_len, &val, &val_end);
+        mut->attrs_deferred = false;
+    }
+    return ev->obj;
+}
+
+/*
+ * event_attr() of a deferred event without parsing it: a top-level string
+ * member with no escapes, copied to @scratch. 1: *@out is the answer
+ * (NULL when there is no such member); 0: parse to know.
+ */
+static int attr_by_scan(const struct event *ev, const char *name,
+                        char *scratch, size_t scratch_len, const char **out)
+{
+    size_t v, v_end;
+    int found = find_member(ev->text, ev->text_len, name, &v, &v_end);
+    if (found == 0) {
+        *out = NULL;
+        return 1;
+    }
+    if (found < 0 || !scratch || ev->text[v] != '"')
+        return 0;
+    size_t len = v_end - v - 2;
+    if (len >= scratch_len || memchr(ev->text + v + 1, '\\', len))
+        return 0;
+    memcpy(scratch, ev->text + v + 1, len);
+    scratch[len] = '\0';
+    *out = scratch;
+    return 1;
+}
+
 const char *event_attr(const struct event *ev, const char *name,
                        char *scratch, size_t scratch_len)
 {
     if (strcmp(name, "data") == 0 || strcmp(name, "data_base64") == 0)
         return NULL;
-    json_t *v = json_object_get(ev->obj, name);
+    const char *scanned;
+    if (ev->attrs_deferred &&
+        attr_by_scan(ev, name, scratch, scratch_len, &scanned))
+        return scanned;
+    json_t *v = json_object_get(attrs(ev), name);
     if (json_is_string(v))
         return json_string_value(v);
     if (json_is_boolean(v))
@@ -689,7 +739,7 @@ int event_add_attr(struct event *ev, const char *name, const char *value)
     for (const unsigned char *p = (const unsigned char *)value; *p; p++)
         if (*p < 0x20 || *p == 0x7f)
             return -EINVAL;
-    if (json_object_get(ev->obj, name))
+    if (json_object_get(attrs(ev), name))
         return 0;
     if (ev->data_json) /* @obj lacks the data: splice into @text instead */
         return splice_attr(ev, name, value);
@@ -807,6 +857,46 @@ static int find_data_member(const char *s, size_t n, size_t *cut_from,
 }
 
 /*
+ * Where the value of the top-level member @name of the object @s is, in
+ * [*val, *val_end). 1: found; 0: there is none; -1: the text is not as
+ * simple as that (an escaped key, say): parse it to know. Stored texts
+ * passed ingest's duplicate-key check, so the first match is the one.
+ */
+static int find_member(const char *s, size_t n, const char *name,
+                       size_t *val, size_t *val_end)
+{
+    size_t name_len = strlen(name);
+    size_t i = skip_ws(s, 0, n);
+    if (i >= n || s[i] != '{')
+        return -1;
+    for (i = skip_ws(s, i + 1, n); i < n && s[i] != '}';) {
+        if (s[i] != '"')
+            return -1;
+        size_t key = i, key_end = skip_string(s, i, n);
+        if (memchr(s + key, '\\', key_end - key))
+            return -1;
+        i = skip_ws(s, key_end, n);
+        if (i >= n || s[i] != ':')
+            return -1;
+        size_t v = skip_ws(s, i + 1, n), v_end = skip_value(s, v, n);
+        if (v_end >= n)
+            return -1;
+        if (key_end - key == name_len + 2 &&
+            memcmp(s + key + 1, name, name_len) == 0) {
+            *val = v;
+            *val_end = v_end;
+            return 1;
+        }
+        i = skip_ws(s, v_end, n);
+        if (i < n && s[i] == ',')
+            i = skip_ws(s, i + 1, n);
+        else if (i >= n || s[i] != '}')
+            return -1;
+    }
+    return i < n ? 0 : -1;
+}
+
+/*
  * The attributes of the structured event @text, parsed without its "data"
  * member, whose JSON text stays in place for binary-mode delivery. The data
  * is most of an event, and the dispatcher never needs it parsed: it sends
@@ -841,20 +931,25 @@ int event_load(enum event_format format, const char *text, size_t text_len,
     memset(ev, 0, sizeof(*ev));
     if (format != EVENT_STRUCTURED && format != EVENT_BINARY)
         return -EINVAL;
-    json_error_t jerr;
-    size_t val = 0, val_end = 0;
-    json_t *obj = format == EVENT_STRUCTURED
-                      ? load_attributes(text, text_len, &val, &val_end)
-                      : NULL;
-    bool split = obj != NULL;
-    if (!obj)
+    /* A structured event whose data member can be found by a scan needs
+     * no parse to be sent as it is (structured, batch): its attributes
+     * are parsed only if something asks for them (see attrs()). */
+    size_t from, to, val = 0, val_end = 0;
+    bool split = format == EVENT_STRUCTURED &&
+                 find_data_member(text, text_len, &from, &to, &val,
+                                  &val_end) == 1;
+    json_t *obj = NULL;
+    if (!split) {
+        json_error_t jerr;
         obj = json_loadb(text, text_len, 0, &jerr);
-    if (!obj)
-        return json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM
-                                                                  : -EINVAL;
-    if (!json_is_object(obj)) {
-        json_decref(obj);
-        return -EINVAL;
+        if (!obj)
+            return json_error_code(&jerr) == json_error_out_of_memory
+                       ? -ENOMEM
+                       : -EINVAL;
+        if (!json_is_object(obj)) {
+            json_decref(obj);
+            return -EINVAL;
+        }
     }
     ev->text = malloc(text_len + 1);
     if (!ev->text) {
@@ -867,6 +962,7 @@ int event_load(enum event_format format, const char *text, size_t text_len,
     ev->format = format;
     ev->obj = obj;
     if (split) {
+        ev->attrs_deferred = true;
         ev->data_json = ev->text + val;
         ev->data_json_len = val_end - val;
     }
@@ -945,7 +1041,7 @@ static int append_json_data(const struct event *ev, struct buf *out)
 
 static int append_data(const struct event *ev, struct buf *out)
 {
-    const char *ct = string_attr(ev->obj, "datacontenttype");
+    const char *ct = string_attr(attrs(ev), "datacontenttype");
     if (ct && is_json_type(ct)) {
         int rc = append_json_data(ev, out);
         if (rc != -EINVAL)
@@ -1073,7 +1169,7 @@ static int structured_body(const struct event *ev, event_header_cb cb,
                            void *arg, struct buf *scratch, const char **body,
                            size_t *body_len)
 {
-    const json_t *obj = ev->obj;
+    const json_t *obj = attrs(ev);
     json_t *data = json_object_get(obj, "data");
     json_t *b64 = json_object_get(obj, "data_base64");
     const char *ct = string_attr(obj, "datacontenttype");
@@ -1134,14 +1230,16 @@ int event_binary_headers(const struct event *ev, event_header_cb cb, void *arg,
     size_t start = scratch->len;
     *body = "";
     *body_len = 0;
-    int rc = emit_attrs(ev->obj, cb, arg, scratch);
+    if (!attrs(ev))
+        return -EINVAL; /* a stored text that does not parse */
+    int rc = emit_attrs(attrs(ev), cb, arg, scratch);
     if (rc)
         goto out;
     if (ev->format == EVENT_STRUCTURED) {
         rc = structured_body(ev, cb, arg, scratch, body, body_len);
         goto out;
     }
-    const char *ct = string_attr(ev->obj, "datacontenttype");
+    const char *ct = string_attr(attrs(ev), "datacontenttype");
     if (ct)
         rc = emit_content_type(ct, cb, arg);
     if (rc == 0 && ev->data) {

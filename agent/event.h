@@ -35,6 +35,10 @@ struct event {
      * inside @text, left out of @obj (NULL when @obj has it, or none). */
     const char *data_json;
     size_t data_json_len;
+    /* From event_load() only: @obj is not parsed yet (NULL). The first
+     * reader that needs it parses it; event_attr() first tries a scan of
+     * @text that needs no parse. Not thread-safe: one owner at a time. */
+    bool attrs_deferred;
 };
 
 /**

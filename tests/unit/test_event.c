@@ -1226,6 +1226,66 @@ static void binary_rendering(const struct event *ev, char **headers,
     buf_free(&out);
 }
 
+/* A loaded structured event answers event_attr() by scanning its text
+ * where it can, and by parsing where it cannot: the answers are those of
+ * the parsed event, for present, absent, escaped and non-string members. */
+static void test_event_load_defers_attributes_same_answers(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\","
+        "\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\","
+        "\"count\":7,\"flag\":false,\"esc\":\"a\\\"b\",\"data\":{\"traceparent\":1}}",
+        "{ \"data\" : [1,\"x\"] , \"specversion\":\"1.0\",\"id\":\"2\","
+        "\"source\":\"/a-rather-long-source-that-does-not-fit-a-small-scratch\","
+        "\"type\":\"t\"}",
+        "{\"specversion\":\"1.0\",\"id\":\"3\",\"source\":\"/s\",\"type\":\"t\","
+        "\"tr\\u0061ceparent\":\"x\",\"data\":1}",
+    };
+    static const char *const names[] = {
+        "id", "source", "type", "traceparent", "tracestate", "count", "flag",
+        "esc", "subject", "specversion",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        struct event parsed, loaded;
+        struct ce_error err = fresh_error();
+        print_message("case %zu\n", i);
+        assert_int_equal(event_from_structured(bodies[i], strlen(bodies[i]),
+                                               &parsed, &err), 0);
+        assert_int_equal(event_load(EVENT_STRUCTURED, parsed.text,
+                                    parsed.text_len, NULL, 0, &loaded), 0);
+        /* an escaped key: parsed at once, as before */
+        assert_int_equal(loaded.attrs_deferred, i < 2);
+        for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+            char s1[16], s2[16];
+            const char *a = event_attr(&parsed, names[k], s1, sizeof(s1));
+            const char *b = event_attr(&loaded, names[k], s2, sizeof(s2));
+            print_message("  %s\n", names[k]);
+            if (!a)
+                assert_null(b);
+            else
+                assert_string_equal(a, b);
+        }
+        event_free(&parsed);
+        event_free(&loaded);
+    }
+    /* A top-level string member with no escapes is read without a parse. */
+    struct event ev;
+    const char *t = bodies[0];
+    struct event parsed;
+    struct ce_error err = fresh_error();
+    assert_int_equal(event_from_structured(t, strlen(t), &parsed, &err), 0);
+    assert_int_equal(event_load(EVENT_STRUCTURED, parsed.text, parsed.text_len,
+                                NULL, 0, &ev), 0);
+    char scratch[64];
+    assert_string_equal(event_attr(&ev, "traceparent", scratch, sizeof(scratch)),
+                        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_null(event_attr(&ev, "tracestate", scratch, sizeof(scratch)));
+    assert_true(ev.attrs_deferred); /* still not parsed */
+    event_free(&ev);
+    event_free(&parsed);
+}
+
 /* event_load leaves "data" unparsed; what it delivers must not change. */
 static void test_event_load_splits_data_same_output(void **state)
 {
@@ -1383,6 +1443,7 @@ int main(void)
         cmocka_unit_test(test_event_round_trip_no_data),
         cmocka_unit_test(test_event_round_trip_structured_json_suffix),
         cmocka_unit_test(test_event_load_rebuilds_structured),
+        cmocka_unit_test(test_event_load_defers_attributes_same_answers),
         cmocka_unit_test(test_event_load_rebuilds_binary),
         cmocka_unit_test(test_event_load_rejects_unreadable_text),
         cmocka_unit_test(test_event_free_is_null_safe_and_frees_owned_data),
