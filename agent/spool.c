@@ -180,7 +180,7 @@ enum wstmt {
     W_BEGIN, W_COMMIT, W_ROLLBACK, W_SAVEPOINT, W_RELEASE, W_ROLLBACK_TO,
     W_DEDUPE, W_EVENT_INSERT, W_DELIVERY_INSERT, W_DELIVERY_TAKE,
     W_DELIVERY_RETRY, W_ATTEMPT_INSERT, W_ATTEMPTS_DELETE, W_EVENT_UNREF,
-    W_EVENT_DELETE, W_DEAD_INSERT, W_PRUNE, W_BYTES, W_OKEY_BUSY,
+    W_EVENT_DELETE, W_EVENT_DELETE_LAST, W_DEAD_INSERT, W_PRUNE, W_BYTES, W_OKEY_BUSY,
     W_OKEY_PROMOTE, W_DEAD_TAKE_ID, W_DEAD_TAKE_PEER, W_DEAD_TAKE_ANY,
     W_LAST_ID, W_SLOT_CLAIM, W__N
 };
@@ -213,6 +213,8 @@ static const char *const writer_sql[W__N] = {
     [W_EVENT_UNREF] = "UPDATE events SET refs = refs - 1 WHERE seq = ?1"
                       " RETURNING refs",
     [W_EVENT_DELETE] = "DELETE FROM events WHERE seq = ?1",
+    /* The usual case, one peer: one statement instead of two. */
+    [W_EVENT_DELETE_LAST] = "DELETE FROM events WHERE seq = ?1 AND refs <= 1",
     [W_DEAD_INSERT] = "INSERT INTO dead_letters(id, event_seq, peer,"
                       " attempts, dead_ms, reason, last_status, last_error,"
                       " okey) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -1460,10 +1462,14 @@ static int insert_attempt(struct spool *s, struct turn *t,
 /* One reference fewer on event @seq; the last one deletes it. */
 static int unref_event(struct spool *s, struct turn *t, int64_t seq)
 {
+    sqlite3_bind_int64(s->w[W_EVENT_DELETE_LAST], 1, seq);
+    int rc = exec_w(s, t, W_EVENT_DELETE_LAST);
+    if (rc || sqlite3_changes(s->db) > 0)
+        return rc;
     sqlite3_stmt *st = s->w[W_EVENT_UNREF];
     int64_t refs = 1;
     sqlite3_bind_int64(st, 1, seq);
-    int rc = sqlite3_step(st);
+    rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         refs = sqlite3_column_int64(st, 0);
         rc = sqlite3_step(st);
@@ -1484,7 +1490,8 @@ static int outcome_delivered(struct spool *s, struct turn *t,
     int rc = take_delivery(s, t, o->delivery_id, &r);
     if (rc <= 0)
         return rc;
-    rc = delete_attempts(s, t, r.id);
+    /* Attempt rows exist only once an attempt failed (outcome_retry). */
+    rc = r.attempts > 0 ? delete_attempts(s, t, r.id) : 0;
     if (rc == 0)
         rc = unref_event(s, t, r.seq);
     if (rc == 0)
