@@ -209,23 +209,33 @@ static int keep_text(const char *body, size_t len, const json_t *obj,
     return 0;
 }
 
-static int find_data_member(const char *s, size_t n, size_t *cut_from,
-                            size_t *cut_to, size_t *val, size_t *val_end);
+/* Where a top-level member of an object's text is (see find_member). */
+struct member_pos {
+    size_t val, val_end, cut_from, cut_to;
+};
+
+static int find_member(const char *s, size_t n, const char *name,
+                       struct member_pos *m);
 
 /*
  * The attributes of the event object s[0..n), parsed without its "data"
- * member (see load_attributes), with the member's value in [*val,
- * *val_end). NULL when there is no such member or the text needs the full
+ * member, with the member's value in [*val, *val_end). The data is most
+ * of an event and is never needed parsed: ingest stores the text, and
+ * delivery sends the text as it is (structured) or the member's text
+ * (binary). NULL when there is no such member or the text needs the full
  * parse; the caller then parses it whole. Only for text jsoncheck() has
- * passed: it is valid JSON without duplicate keys, so the rest is too.
+ * passed, or that the spool stored after it did: it is valid JSON without
+ * duplicate keys, so the rest is too.
  */
 static json_t *checked_attributes(const char *s, size_t n, size_t *val,
                                   size_t *val_end)
 {
-    size_t from, to;
-    if (find_data_member(s, n, &from, &to, val, val_end) != 1)
+    struct member_pos pos;
+    if (find_member(s, n, "data", &pos) != 1)
         return NULL;
-    size_t m = n - (to - from);
+    size_t from = pos.cut_from, to = pos.cut_to, m = n - (to - from);
+    *val = pos.val;
+    *val_end = pos.val_end;
     char stack[2048];
     char *attrs = m < sizeof(stack) ? stack : malloc(m + 1);
     if (!attrs)
@@ -625,11 +635,6 @@ out:
 
 /* ---- attributes ------------------------------------------------------- */
 
-static json_t *load_attributes(const char *text, size_t text_len,
-                               size_t *val, size_t *val_end);
-static int find_member(const char *s, size_t n, const char *name,
-                       size_t *val, size_t *val_end);
-
 /*
  * The attribute object of @ev, parsed now if event_load() deferred it
  * (NULL if that fails). The parse only fills a cache: @ev is logically
@@ -640,7 +645,7 @@ static json_t *attrs(const struct event *ev)
     if (ev->attrs_deferred) {
         struct event *mut = (struct event *)(uintptr_t)ev;
         size_t val, val_end;
-        mut->obj = load_attributes(ev->text, ev->text_len, &val, &val_end);
+        mut->obj = checked_attributes(ev->text, ev->text_len, &val, &val_end);
         mut->attrs_deferred = false;
     }
     return ev->obj;
@@ -654,8 +659,9 @@ static json_t *attrs(const struct event *ev)
 static int attr_by_scan(const struct event *ev, const char *name,
                         char *scratch, size_t scratch_len, const char **out)
 {
-    size_t v, v_end;
-    int found = find_member(ev->text, ev->text_len, name, &v, &v_end);
+    struct member_pos m;
+    int found = find_member(ev->text, ev->text_len, name, &m);
+    size_t v = m.val, v_end = m.val_end;
     if (found == 0) {
         *out = NULL;
         return 1;
@@ -807,15 +813,17 @@ static size_t skip_value(const char *s, size_t i, size_t n)
 }
 
 /*
- * Where the top-level "data" member of the object @s is: the bytes to cut
- * (the member and one comma) in [*cut_from, *cut_to), and its value in
- * [*val, *val_end). Returns 1 when found, 0 when there is none, -1 when the
- * text is not as simple as that (an escaped key, say): parse it whole.
+ * Where the top-level member @name of the object @s is: its value in
+ * [val, val_end), and the bytes to cut to remove it (the member and one
+ * comma) in [cut_from, cut_to). Returns 1 when found, 0 when there is
+ * none, -1 when the text is not as simple as that (an escaped key, say):
+ * parse it whole. Stored texts passed ingest's duplicate-key check, so
+ * the first match is the one.
  */
-static int find_data_member(const char *s, size_t n, size_t *cut_from,
-                            size_t *cut_to, size_t *val, size_t *val_end)
+static int find_member(const char *s, size_t n, const char *name,
+                       struct member_pos *m)
 {
-    size_t i = skip_ws(s, 0, n), prev_comma = 0;
+    size_t i = skip_ws(s, 0, n), prev_comma = 0, name_len = strlen(name);
     bool first = true;
     if (i >= n || s[i] != '{')
         return -1;
@@ -835,15 +843,16 @@ static int find_data_member(const char *s, size_t n, size_t *cut_from,
         bool last = i < n && s[i] == '}';
         if (!last && (i >= n || s[i] != ','))
             return -1;
-        if (key_end - key == 6 && memcmp(s + key, "\"data\"", 6) == 0) {
-            *val = v;
-            *val_end = v_end;
+        if (key_end - key == name_len + 2 &&
+            memcmp(s + key + 1, name, name_len) == 0) {
+            m->val = v;
+            m->val_end = v_end;
             if (!last) { /* cut the member and the comma after it */
-                *cut_from = key;
-                *cut_to = skip_ws(s, i + 1, n);
+                m->cut_from = key;
+                m->cut_to = skip_ws(s, i + 1, n);
             } else { /* the last one: cut the comma before it */
-                *cut_from = first ? key : prev_comma;
-                *cut_to = v_end;
+                m->cut_from = first ? key : prev_comma;
+                m->cut_to = v_end;
             }
             return 1;
         }
@@ -856,75 +865,6 @@ static int find_data_member(const char *s, size_t n, size_t *cut_from,
     return i < n ? 0 : -1;
 }
 
-/*
- * Where the value of the top-level member @name of the object @s is, in
- * [*val, *val_end). 1: found; 0: there is none; -1: the text is not as
- * simple as that (an escaped key, say): parse it to know. Stored texts
- * passed ingest's duplicate-key check, so the first match is the one.
- */
-static int find_member(const char *s, size_t n, const char *name,
-                       size_t *val, size_t *val_end)
-{
-    size_t name_len = strlen(name);
-    size_t i = skip_ws(s, 0, n);
-    if (i >= n || s[i] != '{')
-        return -1;
-    for (i = skip_ws(s, i + 1, n); i < n && s[i] != '}';) {
-        if (s[i] != '"')
-            return -1;
-        size_t key = i, key_end = skip_string(s, i, n);
-        if (memchr(s + key, '\\', key_end - key))
-            return -1;
-        i = skip_ws(s, key_end, n);
-        if (i >= n || s[i] != ':')
-            return -1;
-        size_t v = skip_ws(s, i + 1, n), v_end = skip_value(s, v, n);
-        if (v_end >= n)
-            return -1;
-        if (key_end - key == name_len + 2 &&
-            memcmp(s + key + 1, name, name_len) == 0) {
-            *val = v;
-            *val_end = v_end;
-            return 1;
-        }
-        i = skip_ws(s, v_end, n);
-        if (i < n && s[i] == ',')
-            i = skip_ws(s, i + 1, n);
-        else if (i >= n || s[i] != '}')
-            return -1;
-    }
-    return i < n ? 0 : -1;
-}
-
-/*
- * The attributes of the structured event @text, parsed without its "data"
- * member, whose JSON text stays in place for binary-mode delivery. The data
- * is most of an event, and the dispatcher never needs it parsed: it sends
- * the text as it is (structured) or the member's text (binary). NULL when
- * the text needs the full parse, or on failure.
- */
-static json_t *load_attributes(const char *text, size_t text_len,
-                               size_t *val, size_t *val_end)
-{
-    size_t from, to;
-    if (find_data_member(text, text_len, &from, &to, val, val_end) != 1)
-        return NULL;
-    size_t n = text_len - (to - from);
-    char *attrs = malloc(n + 1);
-    if (!attrs)
-        return NULL;
-    memcpy(attrs, text, from);
-    memcpy(attrs + from, text + to, text_len - to);
-    attrs[n] = '\0';
-    json_t *obj = json_loadb(attrs, n, 0, NULL);
-    free(attrs);
-    if (obj && !json_is_object(obj)) {
-        json_decref(obj);
-        obj = NULL;
-    }
-    return obj;
-}
-
 int event_load(enum event_format format, const char *text, size_t text_len,
                const void *data, size_t data_len, struct event *ev)
 {
@@ -934,10 +874,9 @@ int event_load(enum event_format format, const char *text, size_t text_len,
     /* A structured event whose data member can be found by a scan needs
      * no parse to be sent as it is (structured, batch): its attributes
      * are parsed only if something asks for them (see attrs()). */
-    size_t from, to, val = 0, val_end = 0;
+    struct member_pos dm;
     bool split = format == EVENT_STRUCTURED &&
-                 find_data_member(text, text_len, &from, &to, &val,
-                                  &val_end) == 1;
+                 find_member(text, text_len, "data", &dm) == 1;
     json_t *obj = NULL;
     if (!split) {
         json_error_t jerr;
@@ -963,8 +902,8 @@ int event_load(enum event_format format, const char *text, size_t text_len,
     ev->obj = obj;
     if (split) {
         ev->attrs_deferred = true;
-        ev->data_json = ev->text + val;
-        ev->data_json_len = val_end - val;
+        ev->data_json = ev->text + dm.val;
+        ev->data_json_len = dm.val_end - dm.val;
     }
     if (format == EVENT_BINARY) {
         ev->data = data;
