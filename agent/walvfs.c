@@ -19,10 +19,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 /* The unix VFS cannot write 128 KiB or more in one call (seekAndWriteFd
  * masks the length with 0x1ffff), so flushes stay well below that. */
 #define WAL_BUF_BYTES (64 * 1024)
+#define WAL_PREPARE_BYTES (4LL << 20)
+#define WAL_PREPARE_MIN_FREE (512LL << 20) /* twice the spool's largest reserve */
 #define VFS_NAME "ferry"
 
 struct wal_file {
@@ -31,7 +34,44 @@ struct wal_file {
     char *buf;           /* allocated at the first write: readers have none */
     sqlite3_int64 buf_off;
     size_t len;
+    const char *name;     /* valid until xClose (SQLite's promise) */
+    sqlite3_int64 ready;  /* bytes the file holds as far as we know; -1: ask */
 };
+
+static const char zeros[WAL_BUF_BYTES];
+
+/* Before a write up to @end: extend the file with zeros if @end is past
+ * what it holds (see "Preparing ahead"). Best effort: errors are
+ * ignored, and the write then appends as it would without us. */
+static void wal_prepare(struct wal_file *f, sqlite3_int64 end)
+{
+    sqlite3_file *r = f->real;
+    if (f->ready < 0 && r->pMethods->xFileSize(r, &f->ready) != SQLITE_OK)
+        f->ready = -1;
+    if (f->ready < 0 || end <= f->ready || !f->name)
+        return;
+    sqlite3_int64 old = f->ready, target =
+        (end + WAL_PREPARE_BYTES - 1) / WAL_PREPARE_BYTES * WAL_PREPARE_BYTES;
+    struct statvfs sv;
+    if (statvfs(f->name, &sv) != 0 ||
+        (sqlite3_int64)sv.f_bavail * (sqlite3_int64)sv.f_frsize <
+            WAL_PREPARE_MIN_FREE + (target - old)) {
+        f->ready = end; /* the write extends it; ask again past that */
+        return;
+    }
+    /* [old, end) is the write's own; the zeros go after it. */
+    for (sqlite3_int64 at = end; at < target;) {
+        int n = (int)(target - at < WAL_BUF_BYTES ? target - at
+                                                  : WAL_BUF_BYTES);
+        if (r->pMethods->xWrite(r, zeros, n, at) != SQLITE_OK) {
+            r->pMethods->xTruncate(r, old);
+            f->ready = old;
+            return;
+        }
+        at += n;
+    }
+    f->ready = target;
+}
 
 static sqlite3_vfs *real_vfs;
 
@@ -39,6 +79,7 @@ static int wal_flush(struct wal_file *f)
 {
     if (f->len == 0)
         return SQLITE_OK;
+    wal_prepare(f, f->buf_off + (sqlite3_int64)f->len);
     int rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len,
                                        f->buf_off);
     f->len = 0; /* on error SQLite rolls back: the bytes are not wanted */
@@ -58,8 +99,10 @@ static int wal_write(sqlite3_file *p, const void *data, int n,
     }
     if (!f->buf && sz < WAL_BUF_BYTES)
         f->buf = malloc(WAL_BUF_BYTES);
-    if (!f->buf || sz >= WAL_BUF_BYTES) /* unbuffered, as without us */
+    if (!f->buf || sz >= WAL_BUF_BYTES) { /* unbuffered, as without us */
+        wal_prepare(f, off + n);
         return f->real->pMethods->xWrite(f->real, data, n, off);
+    }
     if (f->len == 0)
         f->buf_off = off;
     memcpy(f->buf + f->len, data, sz);
@@ -93,7 +136,10 @@ static int wal_truncate(sqlite3_file *p, sqlite3_int64 size)
 {
     struct wal_file *f = (struct wal_file *)p;
     int rc = wal_flush(f);
-    return rc != SQLITE_OK ? rc : f->real->pMethods->xTruncate(f->real, size);
+    if (rc == SQLITE_OK)
+        rc = f->real->pMethods->xTruncate(f->real, size);
+    f->ready = -1; /* whatever happened, ask before the next write */
+    return rc;
 }
 
 static int wal_sync(sqlite3_file *p, int flags)
@@ -169,6 +215,8 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file,
     struct wal_file *f = (struct wal_file *)file;
     memset(f, 0, sizeof(*f));
     f->real = (sqlite3_file *)(f + 1);
+    f->name = name;
+    f->ready = -1;
     int rc = real_vfs->xOpen(real_vfs, name, f->real, flags, out_flags);
     /* On failure pMethods stays NULL, so SQLite will not call xClose. */
     if (rc == SQLITE_OK)
