@@ -137,6 +137,18 @@ def proc_status(pid):
     return get("VmRSS"), get("VmHWM")
 
 
+def proc_mem(pid):
+    """VmRSS split into RssAnon (the process's own memory) and RssFile
+    (mapped files: mostly shared libraries' pages), KiB; {} once gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in re.findall(
+        r"^(VmRSS|RssAnon|RssFile|RssShmem):\s+(\d+)", text, re.M)}
+
+
 def proc_cpu_s(pid):
     """User + system CPU seconds of pid, all its threads; None once gone."""
     try:
@@ -442,6 +454,25 @@ http {{
                 f"ratesend ({key}): {out['requests'] - out['ok']} of "
                 f"{out['requests']} requests were not answered 2xx")
         return out
+
+    def libfloor_mem(self):
+        """proc_mem() of bench/libfloor.c on CPU 0: Ferry's libraries
+        loaded and initialised, nothing else. {} if it cannot run."""
+        argv = [os.path.join(self.tools, "libfloor")]
+        self.note_cmd("libfloor", ["taskset", "-c", str(SERVER_CPU)] + argv)
+        try:
+            p = subprocess.Popen(["taskset", "-c", str(SERVER_CPU)] + argv,
+                                 stdout=subprocess.PIPE, text=True)
+        except OSError:
+            return {}
+        try:
+            if p.stdout.readline().strip() != "ready":
+                return {}
+            time.sleep(1)
+            return proc_mem(p.pid)
+        finally:
+            p.terminate()
+            p.wait(timeout=10)
 
     def sample_rss(self, pid, stop, into):
         while not stop.is_set():
@@ -766,11 +797,18 @@ http {{
         log(f"  start to ready, empty spool: "
             f"{res6['empty']['median_ready_ms']:.1f} ms (median)")
 
+        # 5: the libraries' floor: what loading them alone costs
+        res5["libfloor_mem"] = self.libfloor_mem()
+        if res5["libfloor_mem"]:
+            log(f"  library floor (libfloor): RSS "
+                f"{mb(res5['libfloor_mem'].get('VmRSS')):.1f} MB")
+
         # 5: idle, then fill the backlog with the batched load, peer down
         p = self.start_ferry(cfg)
         try:
             time.sleep(2)
             res5["idle_rss_kb"], res5["idle_hwm_kb"] = proc_status(p.pid)
+            res5["idle_mem"] = proc_mem(p.pid)
             samples = []
             stop = threading.Event()
             th = threading.Thread(target=self.sample_rss,
@@ -1020,8 +1058,11 @@ def summarize(res):
                      fmt(v, 2, " ms"), None if v is None else
                      v < T["s4_p99_ms"]))
     idle = mb(get("s5", "idle_rss_kb"))
+    floor = mb((get("s5", "libfloor_mem") or {}).get("VmRSS"))
     rows.append(("5. RSS idle", f"<= {T['rss_idle_mb']} MB",
-                 fmt(idle, 1, " MB"),
+                 fmt(idle, 1, " MB") + (f" (its libraries alone: "
+                                        f"{fmt(floor, 1, ' MB')})"
+                                        if floor else ""),
                  None if idle is None else idle <= T["rss_idle_mb"]))
     load = load_rss_mb(res)
     rows.append(("5. RSS under load (peak)", f"<= {T['rss_load_mb']} MB",
@@ -1494,6 +1535,22 @@ def write_report(res, path, images):
             v = mb(kb)
             w(f"| {label} | {fmt(v, 1)} | {tgt} | "
               f"{verdict(None if v is None else v <= lim)} |")
+        im, fl = d.get("idle_mem") or {}, d.get("libfloor_mem") or {}
+        if im and fl:
+            w("")
+            w(f"Where the idle RSS goes: Ferry's {fmt(mb(im.get('VmRSS')), 1)} "
+              f"MB are {fmt(mb(im.get('RssFile')), 1)} MB of mapped files "
+              "(the shared libraries' pages, shared with every process that "
+              f"uses them) and {fmt(mb(im.get('RssAnon')), 1)} MB of its own "
+              "memory. `bench/libfloor.c`, a program that only loads and "
+              "initialises the libraries Ferry is built on (libcurl with its "
+              "TLS stack, libmicrohttpd with GnuTLS, jansson, SQLite, "
+              "libcrypto) and then sleeps, measured in the same run: "
+              f"**{fmt(mb(fl.get('VmRSS')), 1)} MB** RSS "
+              f"({fmt(mb(fl.get('RssFile')), 1)} MB files, "
+              f"{fmt(mb(fl.get('RssAnon')), 1)} MB own). Ferry idles "
+              f"{fmt(mb(im.get('VmRSS', 0) - fl.get('VmRSS', 0)), 1)} MB "
+              "above that floor.")
         w("")
         w(f"Filling took {fmt(d.get('fill_s'), 1)} s "
           f"({fmt(d['fill']['events_per_s'])} events/s); "
