@@ -1148,7 +1148,7 @@ set bmargin 4
 set grid ytics
 set yrange [0:*]
 set offsets 0, 0, graph 0.08, 0
-set key top left
+set key top right
 set format y "%.0s%c"
 plot '{dat}' using 2:xtic(1) title "measured" lc rgb "#3b75af", \\
      '' using 3 title "target" lc rgb "#e0a040", \\
