@@ -166,6 +166,26 @@ def test_duplicate_delivered_once(ferry, peer):
     assert v is not None and v >= 1, f"ferry_events_duplicate_total missing or 0: {v}"
 
 
+def test_duplicate_accepted_again_after_the_window(ferry, peer):
+    """ingest.dedupe_window_s bounds how long an id is remembered: within
+    the window a repeat is not stored; after it (and the index's rounding,
+    at most window/4096), the same id is a new event again."""
+    p = peer()
+    f = ferry(base_config({"p": http_peer(p)}, ingest={"dedupe_window_s": 1}))
+    ev = make_event(source="/window")
+    f.post_ok(ev)
+    p.wait_ids([ev["id"]])
+    assert f.post(ev).status == 202  # within the window: a duplicate
+    time.sleep(1.3)
+    f.post_ok(ev)  # past it: stored and delivered again
+    marker = make_event()
+    f.post_ok(marker)
+    p.wait_ids([marker["id"]])
+    time.sleep(0.3)
+    n = p.ids().count(ev["id"])
+    assert n == 2, f"expected 2 deliveries (before and after the window), got {n}"
+
+
 def test_ingest_token(ferry, peer):
     p = peer()
     f = ferry(base_config({"p": http_peer(p)}, ingest={"token": "s3cret"}))
