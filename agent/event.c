@@ -635,12 +635,9 @@ out:
 
 /* ---- attributes ------------------------------------------------------- */
 
-/*
- * The attribute object of @ev, parsed now if event_load() deferred it
- * (NULL if that fails). The parse only fills a cache: @ev is logically
- * unchanged, which is why a const event may be written here.
- */
-static json_t *attrs(const struct event *ev)
+/* The parse only fills a cache: @ev is logically unchanged, which is
+ * why a const event may be written here. */
+json_t *event_attrs(const struct event *ev)
 {
     if (ev->attrs_deferred) {
         struct event *mut = (struct event *)(uintptr_t)ev;
@@ -686,7 +683,7 @@ const char *event_attr(const struct event *ev, const char *name,
     if (ev->attrs_deferred &&
         attr_by_scan(ev, name, scratch, scratch_len, &scanned))
         return scanned;
-    json_t *v = json_object_get(attrs(ev), name);
+    json_t *v = json_object_get(event_attrs(ev), name);
     if (json_is_string(v))
         return json_string_value(v);
     if (json_is_boolean(v))
@@ -745,7 +742,7 @@ int event_add_attr(struct event *ev, const char *name, const char *value)
     for (const unsigned char *p = (const unsigned char *)value; *p; p++)
         if (*p < 0x20 || *p == 0x7f)
             return -EINVAL;
-    if (json_object_get(attrs(ev), name))
+    if (json_object_get(event_attrs(ev), name))
         return 0;
     if (ev->data_json) /* @obj lacks the data: splice into @text instead */
         return splice_attr(ev, name, value);
@@ -873,7 +870,7 @@ int event_load(enum event_format format, const char *text, size_t text_len,
         return -EINVAL;
     /* A structured event whose data member can be found by a scan needs
      * no parse to be sent as it is (structured, batch): its attributes
-     * are parsed only if something asks for them (see attrs()). */
+     * are parsed only if something asks for them (see event_attrs()). */
     struct member_pos dm;
     bool split = format == EVENT_STRUCTURED &&
                  find_member(text, text_len, "data", &dm) == 1;
@@ -980,7 +977,7 @@ static int append_json_data(const struct event *ev, struct buf *out)
 
 static int append_data(const struct event *ev, struct buf *out)
 {
-    const char *ct = string_attr(attrs(ev), "datacontenttype");
+    const char *ct = string_attr(event_attrs(ev), "datacontenttype");
     if (ct && is_json_type(ct)) {
         int rc = append_json_data(ev, out);
         if (rc != -EINVAL)
@@ -1108,7 +1105,7 @@ static int structured_body(const struct event *ev, event_header_cb cb,
                            void *arg, struct buf *scratch, const char **body,
                            size_t *body_len)
 {
-    const json_t *obj = attrs(ev);
+    const json_t *obj = event_attrs(ev);
     json_t *data = json_object_get(obj, "data");
     json_t *b64 = json_object_get(obj, "data_base64");
     const char *ct = string_attr(obj, "datacontenttype");
@@ -1169,16 +1166,16 @@ int event_binary_headers(const struct event *ev, event_header_cb cb, void *arg,
     size_t start = scratch->len;
     *body = "";
     *body_len = 0;
-    if (!attrs(ev))
+    if (!event_attrs(ev))
         return -EINVAL; /* a stored text that does not parse */
-    int rc = emit_attrs(attrs(ev), cb, arg, scratch);
+    int rc = emit_attrs(event_attrs(ev), cb, arg, scratch);
     if (rc)
         goto out;
     if (ev->format == EVENT_STRUCTURED) {
         rc = structured_body(ev, cb, arg, scratch, body, body_len);
         goto out;
     }
-    const char *ct = string_attr(attrs(ev), "datacontenttype");
+    const char *ct = string_attr(event_attrs(ev), "datacontenttype");
     if (ct)
         rc = emit_content_type(ct, cb, arg);
     if (rc == 0 && ev->data) {

@@ -99,6 +99,13 @@ int event_from_binary(const struct http_header *headers, size_t n_headers,
 /* ---- attributes (routing, logs) --------------------------------------- */
 
 /**
+ * The attribute object of @ev (borrowed), parsed now if event_load()
+ * deferred it; NULL if that parse fails (a stored text that is not
+ * valid). Not thread-safe on a deferred event: one owner at a time.
+ */
+json_t *event_attrs(const struct event *ev);
+
+/**
  * The value of attribute @name as a string, or NULL when absent. String
  * attributes are returned as is (borrowed from @ev->obj); integers and
  * booleans are formatted into @scratch (canonical CloudEvents string form).
