@@ -27,6 +27,7 @@ import http.server
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -65,7 +66,32 @@ def uid(prefix: str = "ev") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}-{next(_uid_counter)}"
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
+    """A free loopback port, below the kernel's ephemeral range when it can
+    be: tests stop servers (Ferry, peers) and start them again on the same
+    port, and meanwhile an outgoing connection of any process could be
+    given an ephemeral port, which made the restart fail with EADDRINUSE."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200 if low > 12000 else 0):
+        port = rng.randint(10000, low - 1)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind(("127.0.0.1", 0))
@@ -446,7 +472,8 @@ class Peer:
 
             do_POST = do_PUT = do_GET = do_DELETE = do_PATCH = _handle
 
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", self.port or 0), Handler)
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", self.port or free_port()),
+                                              Handler)
         srv.daemon_threads = True
         self._wrap_server(srv)
         self.server = srv
