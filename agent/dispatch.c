@@ -542,11 +542,8 @@ static void flush_outcomes(struct dispatch *d)
  */
 static const char *trace_id(const struct peer_job *j, char out[33])
 {
-    char scratch[64];
-    const char *tp = j->ev.obj || j->ev.attrs_deferred
-                         ? event_attr(&j->ev, "traceparent", scratch,
-                                      sizeof(scratch))
-                         : NULL;
+    char scratch[64]; /* a traceparent is 55 bytes */
+    const char *tp = event_attr(&j->ev, "traceparent", scratch, sizeof(scratch));
     if (!tp || strlen(tp) < 35 || tp[2] != '-' || tp[35] != '-')
         return NULL;
     for (int i = 0; i < 32; i++) {

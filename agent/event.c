@@ -658,14 +658,13 @@ static int attr_by_scan(const struct event *ev, const char *name,
 {
     struct member_pos m;
     int found = find_member(ev->text, ev->text_len, name, &m);
-    size_t v = m.val, v_end = m.val_end;
     if (found == 0) {
         *out = NULL;
         return 1;
     }
-    if (found < 0 || !scratch || ev->text[v] != '"')
+    if (found < 0 || !scratch || ev->text[m.val] != '"')
         return 0;
-    size_t len = v_end - v - 2;
+    size_t v = m.val, len = m.val_end - m.val - 2;
     if (len >= scratch_len || memchr(ev->text + v + 1, '\\', len))
         return 0;
     memcpy(scratch, ev->text + v + 1, len);
@@ -1166,16 +1165,17 @@ int event_binary_headers(const struct event *ev, event_header_cb cb, void *arg,
     size_t start = scratch->len;
     *body = "";
     *body_len = 0;
-    if (!event_attrs(ev))
+    json_t *obj = event_attrs(ev);
+    if (!obj)
         return -EINVAL; /* a stored text that does not parse */
-    int rc = emit_attrs(event_attrs(ev), cb, arg, scratch);
+    int rc = emit_attrs(obj, cb, arg, scratch);
     if (rc)
         goto out;
     if (ev->format == EVENT_STRUCTURED) {
         rc = structured_body(ev, cb, arg, scratch, body, body_len);
         goto out;
     }
-    const char *ct = string_attr(event_attrs(ev), "datacontenttype");
+    const char *ct = string_attr(obj, "datacontenttype");
     if (ct)
         rc = emit_content_type(ct, cb, arg);
     if (rc == 0 && ev->data) {

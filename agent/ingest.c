@@ -314,7 +314,6 @@ static const char *lookup_attr(void *arg, const char *attr, char *scratch,
     return event_attr(arg, attr, scratch, scratch_len);
 }
 
-/* Fill r->stored: one spool_event per event with the peers it goes to. */
 /*
  * The spool needs only the stored fields until the commit: copy the
  * strings they borrow from the parsed attributes and let those go now,
@@ -350,6 +349,7 @@ static int keep_strings(struct request *r)
     return 0;
 }
 
+/* Fill r->stored: one spool_event per event with the peers it goes to. */
 static int route_all(struct request *r)
 {
     const struct config *cfg = r->cfg;

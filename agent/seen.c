@@ -195,6 +195,12 @@ static uint64_t tick_of(const struct seen_set *d, int64_t expires_ms)
     return t > TICK_MAX ? TICK_MAX : (uint64_t)t;
 }
 
+/* A shard's bytes in a snapshot (and in its mapping): its slots, padded to whole pages. */
+static size_t region_bytes(uint32_t cap)
+{
+    return ((size_t)cap * sizeof(uint64_t) + PAGE - 1) / PAGE * PAGE;
+}
+
 /* A shard's slots go back: freed, or, in the snapshot's mapping, their
  * pages are dropped (the mapping goes once no shard uses it). */
 static void release_slots(struct seen_set *d, struct seen_shard *sh)
@@ -203,8 +209,7 @@ static void release_slots(struct seen_set *d, struct seen_shard *sh)
         free(sh->slots);
         return;
     }
-    size_t len = ((size_t)sh->cap * sizeof(uint64_t) + PAGE - 1) / PAGE * PAGE;
-    madvise(sh->slots, len, MADV_DONTNEED);
+    madvise(sh->slots, region_bytes(sh->cap), MADV_DONTNEED);
     sh->mapped = false;
     if (--d->map_shards == 0) {
         munmap(d->map, d->map_bytes);
@@ -393,12 +398,6 @@ static uint64_t header_check(const struct snap_header *h)
     for (size_t i = 0; i < offsetof(struct snap_header, check); i++)
         x = (x ^ p[i]) * 0x100000001b3ULL;
     return x;
-}
-
-/* A shard's bytes in the file: its slots, padded to whole pages. */
-static size_t region_bytes(uint32_t cap)
-{
-    return ((size_t)cap * sizeof(uint64_t) + PAGE - 1) / PAGE * PAGE;
 }
 
 static int write_all(int fd, const void *buf, size_t len)

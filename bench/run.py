@@ -126,27 +126,23 @@ def http_req(port, path, method="GET", timeout=10.0):
         c.close()
 
 
-def proc_status(pid):
-    """VmRSS and VmHWM of pid in KiB, or (None, None) once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            text = f.read()
-    except OSError:
-        return None, None
-    get = lambda k: int(re.search(rf"^{k}:\s+(\d+)", text, re.M).group(1))
-    return get("VmRSS"), get("VmHWM")
-
-
 def proc_mem(pid):
-    """VmRSS split into RssAnon (the process's own memory) and RssFile
-    (mapped files: mostly shared libraries' pages), KiB; {} once gone."""
+    """VmRSS and VmHWM, and VmRSS split into RssAnon (the process's own
+    memory) and RssFile (mapped files: mostly shared libraries' pages),
+    KiB; {} once gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             text = f.read()
     except OSError:
         return {}
     return {k: int(v) for k, v in re.findall(
-        r"^(VmRSS|RssAnon|RssFile|RssShmem):\s+(\d+)", text, re.M)}
+        r"^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem):\s+(\d+)", text, re.M)}
+
+
+def proc_status(pid):
+    """VmRSS and VmHWM of pid in KiB, or (None, None) once it is gone."""
+    m = proc_mem(pid)
+    return m.get("VmRSS"), m.get("VmHWM")
 
 
 def proc_cpu_s(pid):
